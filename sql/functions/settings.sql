@@ -1,0 +1,105 @@
+-- Settings: typed, validated, audited. Reads are cheap (primary-key lookup,
+-- STABLE) because triggers and the monitor call them on hot paths.
+
+CREATE OR REPLACE FUNCTION consistency.setting(p_key text)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+AS $$
+DECLARE
+    v_value jsonb;
+BEGIN
+    SELECT s.value INTO v_value FROM consistency.settings s WHERE s.key = p_key;
+    IF NOT FOUND THEN
+        -- A typo in a key must be loud: silently falling back to a default
+        -- would hide a misconfiguration until the day it matters.
+        RAISE EXCEPTION 'unknown setting "%"', p_key
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'consistency config show lists the known keys';
+    END IF;
+    RETURN v_value;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency.setting_int(p_key text)
+RETURNS integer
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT (consistency.setting(p_key))::integer $$;
+
+CREATE OR REPLACE FUNCTION consistency.setting_numeric(p_key text)
+RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT (consistency.setting(p_key))::numeric $$;
+
+-- Validation shared by set_setting and the CLI's dry checks: returns NULL when
+-- the value is acceptable for the kind, else the reason.
+CREATE OR REPLACE FUNCTION consistency._setting_value_error(p_kind text, p_value jsonb)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+    v_num numeric;
+BEGIN
+    IF p_value IS NULL OR jsonb_typeof(p_value) <> 'number' THEN
+        RETURN format('must be a number, got %s', coalesce(p_value::text, 'NULL'));
+    END IF;
+    v_num := p_value::numeric;
+    CASE p_kind
+        WHEN 'positive_integer' THEN
+            IF v_num <> trunc(v_num) THEN RETURN format('must be an integer, got %s', v_num); END IF;
+            IF v_num <= 0 THEN RETURN format('must be greater than 0, got %s', v_num); END IF;
+            IF v_num > 2147483647 THEN RETURN format('is too large: %s', v_num); END IF;
+        WHEN 'non_negative_integer' THEN
+            IF v_num <> trunc(v_num) THEN RETURN format('must be an integer, got %s', v_num); END IF;
+            IF v_num < 0 THEN RETURN format('must not be negative, got %s', v_num); END IF;
+            IF v_num > 2147483647 THEN RETURN format('is too large: %s', v_num); END IF;
+        WHEN 'positive_number' THEN
+            IF v_num <= 0 THEN RETURN format('must be greater than 0, got %s', v_num); END IF;
+        ELSE
+            RETURN format('has an unknown kind %s', p_kind);
+    END CASE;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency.set_setting(p_key text, p_value jsonb, p_actor text DEFAULT 'system')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_row   consistency.settings%ROWTYPE;
+    v_error text;
+BEGIN
+    IF coalesce(btrim(p_actor), '') = '' THEN
+        RAISE EXCEPTION 'actor must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT * INTO v_row FROM consistency.settings WHERE key = p_key FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown setting "%"', p_key
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'consistency config show lists the known keys';
+    END IF;
+
+    v_error := consistency._setting_value_error(v_row.kind, p_value);
+    IF v_error IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid value for %: %', p_key, v_error
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- Re-applying the same value (config sync on every deploy) is not a
+    -- change: no write, no audit noise.
+    IF v_row.value = p_value THEN
+        RETURN false;
+    END IF;
+
+    UPDATE consistency.settings
+       SET value = p_value, updated_at = clock_timestamp()
+     WHERE key = p_key;
+
+    PERFORM consistency._audit(p_actor, 'setting.set', 'setting', p_key,
+                               jsonb_build_object('value', v_row.value),
+                               jsonb_build_object('value', p_value));
+    RETURN true;
+END
+$$;

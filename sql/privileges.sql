@@ -1,0 +1,57 @@
+-- Least privilege, re-applied after every change of migrations or
+-- definitions so that new tables and functions are covered too.
+--   consistency_app       writes calls/appointments, uses the breaker
+--   consistency_reviewer  works the review queue through functions only
+--   consistency_monitor   reads state for metrics and dashboards
+-- No role but the owner can change alerts or the audit log.
+
+REVOKE ALL ON SCHEMA consistency FROM PUBLIC;
+GRANT USAGE ON SCHEMA consistency TO consistency_app, consistency_reviewer, consistency_monitor;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA consistency
+    FROM PUBLIC, consistency_app, consistency_reviewer, consistency_monitor;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA consistency
+    FROM PUBLIC, consistency_app, consistency_reviewer, consistency_monitor;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA consistency
+    FROM PUBLIC, consistency_app, consistency_reviewer, consistency_monitor;
+
+-- Read helpers every role may call (settings are not secret).
+GRANT SELECT ON consistency.settings TO consistency_app, consistency_reviewer, consistency_monitor;
+GRANT EXECUTE ON FUNCTION
+    consistency.now(),
+    consistency.setting(text),
+    consistency.setting_int(text),
+    consistency.setting_numeric(text)
+    TO consistency_app, consistency_reviewer, consistency_monitor;
+
+-- The application: its own tables, and raising alerts (the guard's triggers
+-- run as the writing role and call raise_alert).
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.calls, public.appointments TO consistency_app;
+DO $grants$
+DECLARE
+    v_seq text;
+BEGIN
+    -- Sequence names of an existing application may differ from ours.
+    FOR v_seq IN
+        SELECT pg_get_serial_sequence(t, 'id')
+          FROM unnest(ARRAY['public.calls', 'public.appointments']) AS t
+    LOOP
+        IF v_seq IS NOT NULL THEN
+            EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO consistency_app', v_seq);
+        END IF;
+    END LOOP;
+END
+$grants$;
+GRANT EXECUTE ON FUNCTION consistency.raise_alert(text, text, text, bigint, text, jsonb, boolean)
+    TO consistency_app;
+
+-- The monitor reads, never writes.
+GRANT SELECT ON public.calls, public.appointments TO consistency_monitor;
+GRANT SELECT ON
+    consistency.alerts,
+    consistency.alerts_archive,
+    consistency.check_runs,
+    consistency.circuit_breaker_states,
+    consistency.circuit_breaker_events,
+    consistency.manual_review_queue
+    TO consistency_monitor;

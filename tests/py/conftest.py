@@ -1,0 +1,100 @@
+"""Test harness: one throwaway cluster per run, one migrated template
+database, a fresh clone of it for every test (pytest-postgresql noproc)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pgcluster import Cluster
+from pytest_postgresql import factories
+
+from orchestrator import migrate
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = Cluster()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    CLUSTER.init()
+    CLUSTER.start()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    CLUSTER.destroy()
+
+
+def load_template(host: str, port: int, user: str, dbname: str, **_: Any) -> None:
+    """Migrate the template once; pgTAP and plpgsql_check go to schema
+    ``testing`` so they never show up in the guard's own schemas."""
+    dsn = f"host={host} port={port} user={user} dbname={dbname}"
+    migrate.migrate(dsn, env={})
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA testing")
+        conn.execute("CREATE EXTENSION pgtap SCHEMA testing")
+        conn.execute("CREATE EXTENSION plpgsql_check SCHEMA testing")
+
+
+postgresql_noproc = factories.postgresql_noproc(
+    host=CLUSTER.host, port=CLUSTER.port, user=CLUSTER.user, dbname="cg_test",
+    load=[load_template])
+postgresql = factories.postgresql("postgresql_noproc")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    return CLUSTER
+
+
+@pytest.fixture
+def conn(postgresql: psycopg.Connection) -> psycopg.Connection:
+    """A connection to this test's fresh, migrated database."""
+    return postgresql
+
+
+@pytest.fixture
+def dsn(postgresql: psycopg.Connection) -> str:
+    return CLUSTER.dsn(postgresql.info.dbname)
+
+
+@pytest.fixture
+def connect(dsn: str) -> Iterator[Callable[..., psycopg.Connection]]:
+    """Open more connections to the test database (closed at teardown)."""
+    opened: list[psycopg.Connection] = []
+
+    def _connect(**kwargs: Any) -> psycopg.Connection:
+        c = psycopg.connect(dsn, **kwargs)
+        opened.append(c)
+        return c
+
+    yield _connect
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def empty_db_factory() -> Iterator[Callable[[], str]]:
+    """Create new, empty databases; all dropped at teardown."""
+    names: list[str] = []
+
+    def _make() -> str:
+        name = f"empty_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(CLUSTER.dsn(), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        names.append(name)
+        return CLUSTER.dsn(name)
+
+    yield _make
+    with psycopg.connect(CLUSTER.dsn(), autocommit=True) as admin:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_db(empty_db_factory: Callable[[], str]) -> str:
+    """A new, empty database (no migrations) for install/upgrade tests."""
+    return empty_db_factory()
