@@ -123,7 +123,7 @@ def config_show(dsn: str | None, as_json: bool) -> None:
     out.print(table)
 
 
-@config_group.command("set")
+@config_group.command("set", context_settings={"ignore_unknown_options": True})
 @dsn_option
 @click.argument("key")
 @click.argument("value")
@@ -146,6 +146,16 @@ def config_sync(dsn: str | None, actor: str | None) -> None:
     out.print("changed: " + ", ".join(changed) if changed else "nothing to change")
 
 
+# --- bench -----------------------------------------------------------------------
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks: compare variants in one run on a scratch database.
+
+    Each needs a DSN of a server where it may create and drop a database.
+    """
+
+
 # --- entry point ---------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:
@@ -156,9 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     except GuardError as exc:
         err.print(f"error: {exc}", markup=False)
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "consistency"
+        err.print(f"error: {exc.format_message()} (see {where} --help)", markup=False)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(2 if exc.exit_code == 1 else exc.exit_code)
+        err.print(f"error: {exc.format_message()}", markup=False)
+        sys.exit(2)
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(130)

@@ -168,7 +168,9 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
             upto: str | None = None, env: Mapping[str, str] | None = None) -> MigrateResult:
     """Bring the database to "migrations + current definitions".
 
-    ``upto`` stops after the migration with that id (used to test upgrades).
+    ``upto`` stops after the migration with that id and applies no
+    definitions: the state of a database installed by an older release,
+    which the upgrade tests start from.
     """
     with _Session(dsn, env) as session:
         pending, plan = session.plan(upto)
@@ -179,7 +181,9 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
                 "database has migrations this version does not know: "
                 + ", ".join(plan.unknown) + "; upgrade consistency-guard first")
         definitions = repeatable_definitions()
-        if pending or reapply:
+        if upto is not None:
+            to_define = []
+        elif pending or reapply:
             to_define = definitions
         else:
             changed = set(plan.definitions_changed)
@@ -190,7 +194,8 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
         result = MigrateResult([m.id for m in pending], [d.path for d in to_define], dry_run)
         if dry_run:
             return result
-        result.settings_changed = _apply(session, pending, to_define, definitions, env)
+        result.settings_changed = _apply(session, pending, to_define, definitions,
+                                         env if upto is None else {})
         return result
 
 
@@ -213,6 +218,8 @@ def _apply(session: _Session, pending: MigrationList, to_define: list[Definition
         if to_define:
             conn.execute(db.query("forget_definitions"),
                          {"paths": [d.path for d in definitions]})
+        if env == {}:
+            return []
         return config.sync_from_env(conn, "consistency migrate", env)
 
 
@@ -229,5 +236,11 @@ def _run_sql(conn: psycopg.Connection, text: str, label: str) -> None:
         raise GuardError(f"{label}: {db.describe_error(exc)}") from exc
 
 
-__all__ = ["Migration", "MigrateResult", "MigrationStatus", "migrate", "repeatable_definitions",
-           "status"]
+__all__ = [
+    "MigrateResult",
+    "Migration",
+    "MigrationStatus",
+    "migrate",
+    "repeatable_definitions",
+    "status",
+]

@@ -31,3 +31,4 @@ SELECT key, value, kind, env_var, description, updated_at
 
 -- name: set_setting --
 SELECT consistency.set_setting(%(key)s, %(value)s::jsonb, %(actor)s)
+

@@ -35,6 +35,8 @@ def load_template(host: str, port: int, user: str, dbname: str, **_: Any) -> Non
     migrate.migrate(dsn, env={})
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA testing")
+        # pgTAP runs under SET ROLE in some tests; its functions must stay callable.
+        conn.execute("GRANT USAGE ON SCHEMA testing TO PUBLIC")
         conn.execute("CREATE EXTENSION pgtap SCHEMA testing")
         conn.execute("CREATE EXTENSION plpgsql_check SCHEMA testing")
 
@@ -98,3 +100,27 @@ def empty_db_factory() -> Iterator[Callable[[], str]]:
 def empty_db(empty_db_factory: Callable[[], str]) -> str:
     """A new, empty database (no migrations) for install/upgrade tests."""
     return empty_db_factory()
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(code={self.code}, out={self.out!r}, err={self.err!r})"
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run the `consistency` entry point in-process (so coverage sees it)."""
+    from orchestrator.cli import main
+
+    def _run(*args: str) -> CliResult:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        captured = capsys.readouterr()
+        code = exc.value.code if isinstance(exc.value.code, int) else 1
+        return CliResult(code, captured.out, captured.err)
+
+    return _run

@@ -1,0 +1,239 @@
+"""Installing, upgrading and re-running migrations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from pgcluster import bindir
+
+from orchestrator import migrate
+from orchestrator.errors import GuardError
+
+SNAPSHOT = (Path(__file__).parent / "catalog_snapshot.sql").read_text()
+MIGRATION_IDS = sorted(p.stem for p in (Path(migrate.db.sql_dir()) / "migrations").glob("*.sql"))
+
+
+def snapshot(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        return {row[0] for row in conn.execute(SNAPSHOT)}
+
+
+def pg_dump_schema(dsn: str) -> str:
+    out = subprocess.run(
+        [str(bindir() / "pg_dump"), "--schema-only", "--no-owner", "-n", "consistency",
+         "-n", "public", "-d", dsn],
+        check=True, capture_output=True, text=True).stdout
+    # \restrict carries a random key per dump (pg_dump >= 15.14)
+    return "\n".join(line for line in out.splitlines()
+                     if not line.startswith(("-- Dumped", "\\restrict", "\\unrestrict")))
+
+
+def test_fresh_install_applies_everything(empty_db: str) -> None:
+    result = migrate.migrate(empty_db, env={})
+    assert result.migrations_applied == MIGRATION_IDS
+    assert "privileges.sql" in result.definitions_applied
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT count(*) FROM consistency.settings").fetchone()[0] == 11
+        assert conn.execute("SELECT to_regclass('public.calls') IS NOT NULL").fetchone()[0]
+
+
+def test_migrate_twice_is_a_no_op(empty_db: str) -> None:
+    migrate.migrate(empty_db, env={})
+    before = pg_dump_schema(empty_db)
+    again = migrate.migrate(empty_db, env={})
+    assert not again.changed
+    assert pg_dump_schema(empty_db) == before
+    assert migrate.status(empty_db, env={}).up_to_date
+
+
+@pytest.mark.parametrize("upto", MIGRATION_IDS[:-1])
+def test_upgrade_gives_the_same_schema_as_a_fresh_install(empty_db_factory, upto: str) -> None:
+    fresh, upgraded = empty_db_factory(), empty_db_factory()
+    migrate.migrate(fresh, env={})
+    first = migrate.migrate(upgraded, upto=upto, env={})
+    assert first.migrations_applied[-1] == upto
+    assert not migrate.status(upgraded, env={}).up_to_date
+    rest = migrate.migrate(upgraded, env={})
+    assert rest.migrations_applied and rest.migrations_applied[0] > upto
+    assert pg_dump_schema(upgraded) == pg_dump_schema(fresh)
+    assert snapshot(upgraded) == snapshot(fresh)
+
+
+APP_SCHEMA = """
+CREATE TABLE calls (
+    id bigserial PRIMARY KEY,
+    customer_id bigint,
+    direction text,
+    session_outcome text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    app_notes text
+);
+CREATE TABLE appointments (
+    id bigserial PRIMARY KEY,
+    call_id bigint REFERENCES calls (id) ON DELETE SET NULL,
+    status text NOT NULL DEFAULT 'scheduled',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    deleted_at timestamptz
+);
+INSERT INTO calls (customer_id, direction, session_outcome, app_notes) VALUES
+    (10, NULL, 'appointment_booked', 'one'),
+    (NULL, 'outbound', 'information_only', 'two'),
+    (NULL, '', NULL, 'three'),
+    (11, 'inbound', 'appointment_booked', 'four');
+INSERT INTO appointments (call_id, status, deleted_at) VALUES
+    (1, 'scheduled', NULL),
+    (2, 'cancelled', NULL),
+    (4, 'confirmed', now());
+"""
+
+
+def test_install_on_an_existing_application_keeps_rows_and_backfills(empty_db: str) -> None:
+    with psycopg.connect(empty_db) as conn:
+        conn.execute(APP_SCHEMA)
+    migrate.migrate(empty_db, env={})
+    with psycopg.connect(empty_db) as conn:
+        rows = conn.execute("""
+            SELECT id, external_call_id, direction, appointment_made, appointment_link_status,
+                   appointment_linked_at IS NOT NULL, customer_link_status, customer_link_method,
+                   app_notes
+              FROM calls ORDER BY id""").fetchall()
+        appointments = conn.execute("SELECT count(*) FROM appointments").fetchone()[0]
+    assert rows == [
+        (1, "legacy-1", "inbound", True, "linked", True, "linked", "phone_match", "one"),
+        (2, "legacy-2", "outbound", False, "unlinked", False, "unlinked", None, "two"),
+        (3, "legacy-3", "inbound", False, "unlinked", False, "unlinked", None, "three"),
+        (4, "legacy-4", "inbound", False, "unlinked", False, "linked", "phone_match", "four"),
+    ]
+    assert appointments == 3
+
+
+def test_existing_application_gets_the_same_guard_schema(empty_db_factory) -> None:
+    fresh, existing = empty_db_factory(), empty_db_factory()
+    migrate.migrate(fresh, env={})
+    with psycopg.connect(existing) as conn:
+        conn.execute(APP_SCHEMA)
+    migrate.migrate(existing, env={})
+    extra = snapshot(existing) - snapshot(fresh)
+    missing = snapshot(fresh) - snapshot(existing)
+    # The application keeps its own column; everything of the guard is there.
+    assert {line for line in extra if "app_notes" not in line} == set()
+    assert missing == set()
+
+
+def test_dry_run_changes_nothing(empty_db: str) -> None:
+    result = migrate.migrate(empty_db, dry_run=True, env={})
+    assert result.dry_run and result.migrations_applied == MIGRATION_IDS
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT to_regclass('public.calls')").fetchone()[0] is None
+    assert migrate.status(empty_db, env={}).pending == MIGRATION_IDS
+
+
+def test_a_failing_definition_rolls_back_everything(empty_db: str, monkeypatch) -> None:
+    real = migrate.repeatable_definitions
+
+    def broken(root=None):
+        return [*real(root), migrate.Definition("functions/zz_broken.sql", "SELECT 1/0;")]
+
+    monkeypatch.setattr(migrate, "repeatable_definitions", broken)
+    with pytest.raises(GuardError, match=r"zz_broken\.sql: division by zero"):
+        migrate.migrate(empty_db, env={})
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT to_regclass('public.calls')").fetchone()[0] is None
+        assert conn.execute("SELECT to_regclass('consistency.settings')").fetchone()[0] is None
+    monkeypatch.setattr(migrate, "repeatable_definitions", real)
+    assert migrate.status(empty_db, env={}).pending == MIGRATION_IDS
+
+
+def test_changed_definition_is_reapplied_alone_with_privileges(dsn: str, monkeypatch) -> None:
+    real = migrate.repeatable_definitions
+
+    def edited(root=None):
+        defs = real(root)
+        return [migrate.Definition(d.path, d.text + "\n-- edited\n")
+                if d.path == "functions/alerts.sql" else d for d in defs]
+
+    monkeypatch.setattr(migrate, "repeatable_definitions", edited)
+    assert migrate.status(dsn, env={}).definitions_changed == ["functions/alerts.sql"]
+    result = migrate.migrate(dsn, env={})
+    assert result.migrations_applied == []
+    assert result.definitions_applied == ["functions/alerts.sql", "privileges.sql"]
+    assert not migrate.migrate(dsn, env={}).changed
+
+
+def test_refuses_a_database_migrated_by_a_newer_release(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("""INSERT INTO consistency._yoyo_migration (migration_hash, migration_id,
+                        applied_at_utc) VALUES ('ffff', '9999_from_the_future', now())""")
+    with pytest.raises(GuardError, match="9999_from_the_future"):
+        migrate.migrate(dsn, env={})
+
+
+def test_migrate_applies_settings_from_the_environment(dsn: str) -> None:
+    result = migrate.migrate(dsn, env={"VALIDATION_MAX_AGE": "600"})
+    assert result.settings_changed == ["validation.max_appointment_age_seconds"]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute(
+            "SELECT consistency.setting_int('validation.max_appointment_age_seconds')"
+        ).fetchone()[0] == 600
+        actor = conn.execute("SELECT actor FROM consistency.audit_log ORDER BY id DESC LIMIT 1"
+                             ).fetchone()[0]
+    assert actor == "consistency migrate"
+
+
+def _cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "DATABASE_URL": ""})
+
+
+def test_two_concurrent_migrate_processes(empty_db: str) -> None:
+    procs = [_cli("migrate", "--dsn", empty_db) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    stdouts = sorted(out for out, _ in outputs)
+    applied = f"applied {len(MIGRATION_IDS)} migration(s)"
+    assert sum(applied in out for out in stdouts) == 1, stdouts
+    assert sum("nothing to do" in out for out in stdouts) == 1, stdouts
+    with psycopg.connect(empty_db) as conn:
+        count = conn.execute("SELECT count(*) FROM consistency._yoyo_migration").fetchone()[0]
+    assert count == len(MIGRATION_IDS)
+
+
+def test_unreachable_database_is_one_line_and_exit_2() -> None:
+    proc = _cli("migrate", "--dsn", "postgresql://nobody@127.0.0.1:1/x")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in err
+    assert err.count("\n") == 1 and err.startswith("error: cannot connect to PostgreSQL"), err
+
+
+def test_cli_migrate_then_nothing_to_do(empty_db: str, run_cli) -> None:
+    dry = run_cli("migrate", "--dsn", empty_db, "--dry-run")
+    assert dry.code == 0 and f"would apply {len(MIGRATION_IDS)} migration(s)" in dry.out
+    status = run_cli("migrate", "status", "--dsn", empty_db)
+    assert status.code == 1 and "pending" in status.out
+    first = run_cli("migrate", "--dsn", empty_db)
+    assert first.code == 0 and f"applied {len(MIGRATION_IDS)} migration(s)" in first.out
+    second = run_cli("migrate", "--dsn", empty_db)
+    assert second.code == 0 and "nothing to do" in second.out
+    status = run_cli("migrate", "--dsn", empty_db, "status", "--json")
+    assert status.code == 0 and '"up_to_date": true' in status.out
+
+
+def test_dsn_from_database_url_and_pg_variables(empty_db: str, run_cli, monkeypatch) -> None:
+    params = dict(item.split("=", 1) for item in empty_db.split())
+    monkeypatch.setenv("DATABASE_URL",
+                       f"postgresql+psycopg://{params['user']}@{params['host']}:{params['port']}"
+                       f"/{params['dbname']}")
+    assert run_cli("migrate").code == 0
+    monkeypatch.delenv("DATABASE_URL")
+    for var, key in [("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"),
+                     ("PGDATABASE", "dbname")]:
+        monkeypatch.setenv(var, params[key])
+    result = run_cli("migrate")
+    assert result.code == 0 and "nothing to do" in result.out
