@@ -57,10 +57,16 @@ _QUERY_HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*--?\s*$", re.MUL
 
 @cache
 def queries() -> dict[str, str]:
-    """Named queries from ``orchestrator/queries.sql`` (``-- name: foo --`` blocks)."""
-    text = (Path(__file__).parent / "queries.sql").read_text(encoding="utf-8")
-    parts = _QUERY_HEADER.split(text)
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    """Named queries from ``orchestrator/queries/*.sql`` (``-- name: foo --``
+    blocks, one file per module). A name defined twice is a bug, not an override."""
+    found: dict[str, str] = {}
+    for path in sorted((Path(__file__).parent / "queries").glob("*.sql")):
+        parts = _QUERY_HEADER.split(path.read_text(encoding="utf-8"))
+        for name, body in zip(parts[1::2], parts[2::2], strict=True):
+            if name in found:
+                raise RuntimeError(f"query {name!r} defined twice ({path.name})")
+            found[name] = body.strip()
+    return found
 
 
 def query(name: str) -> str:

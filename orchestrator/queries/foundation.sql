@@ -1,4 +1,4 @@
--- Named queries used by the Python side. Loaded by orchestrator.db.queries().
+-- Named queries of the foundation (migrate, config). Loaded by orchestrator.db.queries().
 
 -- name: migrate_lock --
 -- Session-level, so it spans yoyo's bookkeeping transactions too; a second
