@@ -140,7 +140,7 @@ def test_every_loop_survives_a_server_restart_and_stops_on_sigterm() -> None:
             time.sleep(0.2)
         assert runs() >= before + 2, "the loop did not come back after the restart"
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "stopped after" in err and "database unavailable" in err
         assert "Traceback" not in err
