@@ -69,5 +69,7 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     consistency.review_enqueue(bigint, text, jsonb, int, text),
     consistency.review_claim(text),
-    consistency.review_resolve(bigint, text, text, text)
+    consistency.review_resolve(bigint, text, text, text),
+    consistency.review_list(text, int)
     TO consistency_reviewer;
+GRANT EXECUTE ON FUNCTION consistency.review_list(text, int) TO consistency_monitor;

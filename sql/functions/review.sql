@@ -184,3 +184,33 @@ BEGIN
     RETURN v_after;
 END
 $$;
+
+-- Reviewers have no right on the table, yet need to see the queue they work.
+CREATE OR REPLACE FUNCTION consistency.review_list(
+    p_status text DEFAULT NULL,
+    p_limit  int DEFAULT 100)
+RETURNS SETOF consistency.manual_review_queue
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_status IS NOT NULL AND p_status NOT IN ('pending', 'in_progress', 'resolved', 'dismissed') THEN
+        RAISE EXCEPTION 'status must be pending, in_progress, resolved or dismissed, got %', p_status
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_limit IS NULL OR p_limit <= 0 THEN
+        RAISE EXCEPTION 'limit must be a positive number, got %', coalesce(p_limit::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Open work first, in claim order; closed items after, newest first.
+    RETURN QUERY
+        SELECT q.*
+          FROM consistency.manual_review_queue q
+         WHERE p_status IS NULL OR q.status = p_status
+         ORDER BY q.status NOT IN ('pending', 'in_progress'),
+                  CASE WHEN q.status IN ('pending', 'in_progress') THEN q.priority END,
+                  CASE WHEN q.status IN ('pending', 'in_progress') THEN q.created_at END,
+                  q.created_at DESC, q.id
+         LIMIT p_limit;
+END
+$$;
