@@ -106,8 +106,9 @@ def test_rollback_commits_all_of_it_and_notifies_once(conn, connect) -> None:
         False, "creation_failed", "creation_failed", True, "calendar returned 500", True)
     assert other.execute("SELECT severity, entity_id FROM consistency.alerts WHERE id = %s",
                          (alert_id,)).fetchone() == ("critical", 5)
-    assert other.execute("SELECT reason, priority, status FROM consistency.manual_review_queue"
-                         " WHERE call_id = 5").fetchall() == [("appointment_rollback", 1, "pending")]
+    items = other.execute("SELECT reason, priority, status FROM consistency.manual_review_queue"
+                          " WHERE call_id = 5").fetchall()
+    assert items == [("appointment_rollback", 1, "pending")]
     assert other.execute("SELECT actor FROM consistency.audit_log WHERE action = 'booking.rollback'"
                          " AND target_id = '5'").fetchall() == [("system",)]
 
