@@ -40,6 +40,7 @@ AS $$
 DECLARE
     v_priority int;
     v_id       bigint;
+    v_created  boolean;
 BEGIN
     IF p_call_id IS NULL OR p_call_id <= 0 THEN
         RAISE EXCEPTION 'call_id must be a positive id, got %', coalesce(p_call_id::text, 'NULL')
@@ -74,23 +75,23 @@ BEGIN
         VALUES (p_call_id, p_reason, v_priority, coalesce(p_context, '{}'), consistency.now())
         ON CONFLICT (call_id, reason) WHERE status IN ('pending', 'in_progress') DO NOTHING
         RETURNING id INTO v_id;
-        IF v_id IS NOT NULL THEN
-            PERFORM consistency._audit(p_actor, 'review.enqueue', 'review_item', v_id::text,
-                                       NULL,
-                                       jsonb_build_object('call_id', p_call_id, 'reason', p_reason,
-                                                          'priority', v_priority, 'status', 'pending',
-                                                          'context', coalesce(p_context, '{}')));
-            RETURN v_id;
-        END IF;
-        -- Already queued: idempotent, nothing changed, nothing to audit.
+        v_created := v_id IS NOT NULL;
+        EXIT WHEN v_created;
         SELECT q.id INTO v_id
           FROM consistency.manual_review_queue q
          WHERE q.call_id = p_call_id AND q.reason = p_reason
            AND q.status IN ('pending', 'in_progress');
-        IF v_id IS NOT NULL THEN
-            RETURN v_id;
-        END IF;
+        EXIT WHEN v_id IS NOT NULL;
     END LOOP;
+
+    -- An enqueue that found the item already open changed nothing: no audit row.
+    IF v_created THEN
+        PERFORM consistency._audit(p_actor, 'review.enqueue', 'review_item', v_id::text, NULL,
+                                   jsonb_build_object('call_id', p_call_id, 'reason', p_reason,
+                                                      'priority', v_priority, 'status', 'pending',
+                                                      'context', coalesce(p_context, '{}')));
+    END IF;
+    RETURN v_id;
 END
 $$;
 
