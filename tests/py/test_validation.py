@@ -239,3 +239,15 @@ def test_cli_validate_errors(conn, dsn, run_cli, args, message) -> None:
     make_call(conn, 1)
     result = run_cli("validate", "--dsn", dsn, *args)
     assert result.code == 2 and message in result.err and "Traceback" not in result.err
+
+
+def test_rollback_with_a_retry_policy(conn) -> None:
+    from orchestrator.retry import RetryPolicy
+
+    make_call(conn, 30)
+    sleeps: list[float] = []
+    policy = RetryPolicy(3, 0.01, sleep=sleeps.append)
+    assert rollback_booking(conn, 30, "timeout", retry=policy) > 0
+    with pytest.raises(RollbackFailedError, match="call 31 does not exist"):
+        rollback_booking(conn, 31, "timeout", retry=policy)
+    assert sleeps == [], "a refused rollback is not transient: no retry"
