@@ -12,7 +12,7 @@ import psycopg
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import config, db
+from orchestrator import config, db, review, validation
 from orchestrator import migrate as migrate_mod
 from orchestrator.errors import GuardError
 
@@ -146,6 +146,113 @@ def config_sync(dsn: str | None, actor: str | None) -> None:
     out.print("changed: " + ", ".join(changed) if changed else "nothing to change")
 
 
+# --- validation and review ---------------------------------------------------------
+
+def _print_validation(result: validation.ValidationResult) -> None:
+    if result.ok:
+        out.print(f"call {result.call_id}: ok (appointment {result.appointment_id})")
+        return
+    details = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(result.details.items())
+                        if k != "call_id")
+    out.print(f"call {result.call_id}: [red]{result.reason}[/] {details}".rstrip())
+
+
+@cli.command("validate")
+@dsn_option
+@json_option
+@click.argument("call_id", type=int)
+@click.option("--appointment", "appointment_id", type=int, default=None,
+              help="Validate this appointment (default: the newest active one of the call).")
+@click.option("--external-id", "external_booking_id", default=None,
+              help="Booking id the calendar returned; must match the appointment's.")
+@click.option("--rollback-on-failure", is_flag=True,
+              help="When validation fails, roll the booking back (alert + review item).")
+@click.option("--actor", default=None, help="Recorded in the audit log (default cli:$USER).")
+def validate_cmd(dsn: str | None, as_json: bool, call_id: int, appointment_id: int | None,
+                 external_booking_id: str | None, rollback_on_failure: bool,
+                 actor: str | None) -> None:
+    """Validate the booking of CALL_ID; exit 1 when it fails."""
+    with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        result = validation.validate_booking(conn, call_id, appointment_id, external_booking_id)
+        alert_id = None
+        if not result.ok and rollback_on_failure:
+            alert_id = validation.rollback_booking(conn, call_id, result.reason or "invalid",
+                                                   actor=actor or config.default_actor())
+    if as_json:
+        print_json({**result.as_dict(), "rollback_alert_id": alert_id})
+    else:
+        _print_validation(result)
+        if alert_id is not None:
+            out.print(f"rolled back: alert {alert_id}, queued for manual review")
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.group("review")
+def review_group() -> None:
+    """Work the manual review queue (consistency.manual_review_queue)."""
+
+
+def _item_row(item: review.ReviewItem) -> list[str]:
+    return [str(item.id), str(item.call_id), item.reason, str(item.priority), item.status,
+            item.assigned_to or "", f"{item.created_at:%Y-%m-%d %H:%M:%S}",
+            item.resolution_notes or ""]
+
+
+@review_group.command("list")
+@dsn_option
+@json_option
+@click.option("--status", type=click.Choice(review.STATUSES), default=None,
+              help="Only items in this state (default: all, open ones first).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+def review_list(dsn: str | None, as_json: bool, status: str | None, limit: int) -> None:
+    """List review items: open ones in claim order, then closed ones."""
+    with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        items = review.list_items(conn, status, limit)
+    if as_json:
+        print_json([item.as_dict() for item in items])
+        return
+    table = Table("id", "call", "reason", "prio", "status", "assigned", "created", "notes")
+    for item in items:
+        table.add_row(*_item_row(item))
+    out.print(table)
+
+
+@review_group.command("claim")
+@dsn_option
+@json_option
+@click.option("--reviewer", required=True, help="Who takes the item.")
+def review_claim(dsn: str | None, as_json: bool, reviewer: str) -> None:
+    """Take the most urgent pending item (highest priority, oldest)."""
+    with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        item = review.claim(conn, reviewer)
+    if as_json:
+        print_json(item.as_dict() if item else None)
+    elif item is None:
+        out.print("nothing to review")
+    else:
+        out.print(f"claimed item {item.id}: call {item.call_id}, {item.reason} "
+                  f"(priority {item.priority}) context {json.dumps(item.context)}")
+
+
+@review_group.command("resolve")
+@dsn_option
+@json_option
+@click.argument("item_id", type=int)
+@click.option("--reviewer", required=True, help="Must be the assignee (or the item unassigned).")
+@click.option("--status", type=click.Choice(["resolved", "dismissed"]), required=True)
+@click.option("--notes", required=True, help="What was done; kept with the item.")
+def review_resolve(dsn: str | None, as_json: bool, item_id: int, reviewer: str, status: str,
+                   notes: str) -> None:
+    """Close ITEM_ID as resolved or dismissed."""
+    with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        item = review.resolve(conn, item_id, reviewer, status, notes)
+    if as_json:
+        print_json(item.as_dict())
+    else:
+        out.print(f"item {item.id} {item.status} by {item.assigned_to}")
+
+
 # --- bench -----------------------------------------------------------------------
 
 @cli.group()
@@ -154,6 +261,24 @@ def bench() -> None:
 
     Each needs a DSN of a server where it may create and drop a database.
     """
+
+
+@bench.command("validation")
+@dsn_option
+@json_option
+@click.option("--calls", type=click.IntRange(min=10), default=100_000, show_default=True,
+              help="Calls in the dataset.")
+@click.option("--repeat", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Timed round trips per variant.")
+def bench_validation(dsn: str | None, as_json: bool, calls: int, repeat: int) -> None:
+    """validate_booking round trip: median and p95 per variant (target p95 < 5 ms)."""
+    from orchestrator.bench import validation as bench_mod
+
+    report = bench_mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat)
+    if as_json:
+        click.echo(bench_mod.dump_json(report))
+    else:
+        bench_mod.print_report(report)
 
 
 # --- entry point ---------------------------------------------------------------

@@ -55,3 +55,21 @@ GRANT SELECT ON
     consistency.circuit_breaker_events,
     consistency.manual_review_queue
     TO consistency_monitor;
+
+-- validation and review
+-- The application validates its bookings, rolls back the ones that failed and
+-- may queue items for people; reviewers work the queue through the functions
+-- only (no right on manual_review_queue or audit_log). The helpers they call
+-- internally run as the owner (SECURITY DEFINER) and need no grant.
+GRANT EXECUTE ON FUNCTION
+    consistency.validate_booking(bigint, bigint, text),
+    consistency.rollback_booking(bigint, text, text),
+    consistency.review_enqueue(bigint, text, jsonb, int, text)
+    TO consistency_app;
+GRANT EXECUTE ON FUNCTION
+    consistency.review_enqueue(bigint, text, jsonb, int, text),
+    consistency.review_claim(text),
+    consistency.review_resolve(bigint, text, text, text),
+    consistency.review_list(text, int)
+    TO consistency_reviewer;
+GRANT EXECUTE ON FUNCTION consistency.review_list(text, int) TO consistency_monitor;
