@@ -211,14 +211,10 @@ BEGIN
         -- Throttled: the call was rolled back moments ago. Each rollback is
         -- an event someone must see, not a repeated symptom, so it is never
         -- suppressed; the metadata says it went past the throttle.
-        INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id, description,
-                                        metadata, detected_at)
-        VALUES ('appointment_rollback', 'critical', 'call', p_call_id, v_desc,
-                v_metadata || '{"throttle_bypassed": true}', consistency.now())
-        RETURNING id INTO v_alert_id;
-        PERFORM pg_notify('consistency_alerts',
-                          json_build_object('id', v_alert_id, 'alert_type', 'appointment_rollback',
-                                            'severity', 'critical')::text);
+        v_alert_id := consistency._insert_alert('appointment_rollback', 'critical', 'call',
+                                                p_call_id, v_desc,
+                                                v_metadata || '{"throttle_bypassed": true}',
+                                                false, consistency.now());
     END IF;
 
     v_review_id := consistency.review_enqueue(
