@@ -210,6 +210,26 @@ def bench() -> None:
     """
 
 
+@bench.command("circuit")
+@dsn_option
+@json_option
+@click.option("--repeat", default=2000, show_default=True, help="Timed calls per variant.")
+@click.option("--seconds", default=3.0, show_default=True, help="Duration of each throughput run.")
+@click.option("--clients", default=8, show_default=True, help="Threads in the throughput runs.")
+def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
+                  clients: int) -> None:
+    """circuit_acquire: closed path, transition path, locking variant, round-trip floor."""
+    from orchestrator.bench import circuit as bench_circuit_mod
+    from orchestrator.bench import dump_json
+
+    result = bench_circuit_mod.run(db.resolve_dsn(dsn), repeat=repeat, seconds=seconds,
+                                   clients=clients)
+    if as_json:
+        click.echo(dump_json(result))
+    else:
+        bench_circuit_mod.print_result(result, out)
+
+
 # --- entry point ---------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:

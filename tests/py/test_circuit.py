@@ -565,3 +565,18 @@ def test_cli_force_refuses_bad_input_with_one_line(dsn, run_cli: Callable) -> No
     assert res.code == 2 and res.err.strip() == "error: actor must not be empty", res
     res = run_cli("circuit", "status", "", "--dsn", dsn)
     assert res.code == 2 and "must not be empty" in res.err, res
+
+
+# --- benchmark smoke ------------------------------------------------------------
+
+def test_bench_circuit_runs_with_tiny_sizes(cluster, run_cli: Callable) -> None:
+    res = run_cli("bench", "circuit", "--dsn", cluster.dsn(), "--repeat", "5",
+                  "--seconds", "0.2", "--clients", "2", "--json")
+    assert res.code == 0, res
+    data = json.loads(res.out)
+    assert set(data["latency_ms"]) == {"round trip", "closed path", "locking acquire",
+                                       "transition path", "breaker.call"}
+    assert all(v > 0 for v in data["per_second"].values())
+    res = run_cli("bench", "circuit", "--dsn", cluster.dsn(), "--repeat", "3",
+                  "--seconds", "0.1", "--clients", "1")
+    assert res.code == 0 and "closed path" in res.out, res
