@@ -23,7 +23,7 @@
 
 CREATE OR REPLACE FUNCTION consistency._circuit_check_key(p_key text)
 RETURNS void
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql IMMUTABLE
 AS $$
 BEGIN
     -- 500 characters keep a key (up to 2000 bytes) below the btree tuple
@@ -109,14 +109,12 @@ DECLARE
     v_opened  timestamptz;
     v_probe   timestamptz;
     v_now     timestamptz;
-    v_attempt int := 0;
 BEGIN
     IF p_key IS NULL OR btrim(p_key) = '' OR length(p_key) > 500 THEN
         PERFORM consistency._circuit_check_key(p_key);
     END IF;
 
-    LOOP
-        v_attempt := v_attempt + 1;
+    FOR v_attempt IN 1..3 LOOP
         -- The closed path: a snapshot read, no FOR UPDATE, no write.
         SELECT s.state, s.opened_at, s.probe_started_at
           INTO v_state, v_opened, v_probe
@@ -162,10 +160,10 @@ BEGIN
         END IF;
         -- Another session changed the row between our read and our UPDATE:
         -- read again and decide on what it committed.
-        IF v_attempt >= 3 THEN
-            RETURN false;
-        END IF;
     END LOOP;
+    -- The row kept changing under us (an operator and the workers racing):
+    -- refusing this one call is the safe answer.
+    RETURN false;
 END
 $$;
 
