@@ -278,6 +278,9 @@ _DATABASES_LOCK = threading.Lock()
 
 
 def _database(dsn: str) -> _Database:
+    found = _DATABASES.get(dsn)
+    if found is not None:
+        return found
     with _DATABASES_LOCK:
         found = _DATABASES.get(dsn)
         if found is None:
@@ -323,12 +326,18 @@ class CircuitBreaker:
                              f"{MAX_KEY_LENGTH} characters")
         self.key = key
         self.exclude = tuple(exclude)
-        self._db = _database(db.resolve_dsn(dsn))
+        self._dsn = db.resolve_dsn(dsn)
         self._entered: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
             f"circuit_entered_{id(self)}", default=())
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.key!r})"
+
+    @property
+    def _db(self) -> _Database:
+        # Looked up on every use, so a breaker outlives close_pools(): it
+        # gets the new pool, which the next close_pools() closes too.
+        return _database(self._dsn)
 
     @property
     def thresholds(self) -> Thresholds:
