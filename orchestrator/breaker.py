@@ -73,6 +73,7 @@ RETRY_INTERVAL = 2.0    # seconds between reconnection attempts while degraded
 POOL_TIMEOUT = 1.0      # seconds to wait for a pooled connection
 CONNECT_TIMEOUT = 2     # libpq connect_timeout of new connections
 SETTINGS_TTL = 30.0     # thresholds are re-read from consistency.settings this often
+STATEMENT_TIMEOUT_MS = 2000  # a stuck database must not hold the caller: it degrades instead
 POOL_MAX_SIZE = 10
 
 
@@ -189,7 +190,7 @@ class _Database:
             if self._pool is None:
                 self._pool = ConnectionPool(
                     self.dsn, min_size=1, max_size=POOL_MAX_SIZE, timeout=POOL_TIMEOUT,
-                    open=False, name="consistency-breaker",
+                    open=False, name="consistency-breaker", configure=_configure,
                     kwargs={"autocommit": True, "application_name": "consistency-breaker",
                             "connect_timeout": CONNECT_TIMEOUT})
                 self._pool.open(wait=False)
@@ -271,6 +272,10 @@ class _Database:
     def local(self, key: str) -> LocalCircuit:
         with self._lock:
             return self._local.setdefault(key, LocalCircuit())
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    conn.execute(db.query("circuit_session_setup"), {"ms": STATEMENT_TIMEOUT_MS})
 
 
 _DATABASES: dict[str, _Database] = {}
@@ -398,6 +403,8 @@ class CircuitBreaker:
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` through the circuit, with the deadline."""
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{fn!r} is a coroutine function: use call_async")
         ticket = self._acquire()
         timeout = self._db.thresholds.timeout_seconds
         done = threading.Event()

@@ -17,6 +17,12 @@ SELECT circuit_key, state, failure_count, success_count, last_failure_at, opened
 -- name: circuit_force --
 SELECT consistency.circuit_force(%(key)s, %(state)s, %(actor)s, %(reason)s)
 
+-- name: circuit_session_setup --
+-- Every pooled connection: a transition waiting on a row lock held by a
+-- long transaction gives up, and the breaker falls back, instead of holding
+-- the booking.
+SELECT set_config('statement_timeout', %(ms)s::text, false)
+
 -- name: circuit_settings --
 -- The in-process fallback uses the same thresholds as the database.
 SELECT key, value

@@ -580,3 +580,19 @@ def test_bench_circuit_runs_with_tiny_sizes(cluster, run_cli: Callable) -> None:
     res = run_cli("bench", "circuit", "--dsn", cluster.dsn(), "--repeat", "3",
                   "--seconds", "0.1", "--clients", "1")
     assert res.code == 0 and "closed path" in res.out, res
+
+
+def test_a_row_lock_held_elsewhere_does_not_hold_the_caller(dsn, conn, connect,
+                                                            monkeypatch) -> None:
+    monkeypatch.setattr(breaker_mod, "STATEMENT_TIMEOUT_MS", 300)
+    fail(conn, times=3)
+    elapse_cooldown(conn)
+    operator = connect()
+    operator.execute("SELECT 1 FROM consistency.circuit_breaker_states FOR UPDATE")
+    breaker = CircuitBreaker(KEY, dsn=dsn)
+    started = time.monotonic()
+    assert breaker.call(lambda: "in-process probe") == "in-process probe"
+    assert time.monotonic() - started < 2 and breaker.degraded
+    operator.rollback()
+    with pytest.raises(TypeError):
+        breaker.call(asyncio.sleep, 0)
