@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -10,8 +12,10 @@ from typing import Any, TypeVar
 import click
 import psycopg
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from orchestrator import breaker as breaker_mod
 from orchestrator import config, db, review, validation
 from orchestrator import migrate as migrate_mod
 from orchestrator.errors import GuardError
@@ -251,6 +255,54 @@ def review_resolve(dsn: str | None, as_json: bool, item_id: int, reviewer: str, 
         print_json(item.as_dict())
     else:
         out.print(f"item {item.id} {item.status} by {item.assigned_to}")
+# --- circuit -------------------------------------------------------------------
+
+def _when(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@cli.group()
+def circuit() -> None:
+    """Circuit breakers shared by every worker (consistency.circuit_breaker_states)."""
+
+
+@circuit.command("status")
+@dsn_option
+@json_option
+@click.argument("key", required=False)
+def circuit_status(dsn: str | None, as_json: bool, key: str | None) -> None:
+    """Every circuit, or KEY only (an unknown key is closed)."""
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        rows = breaker_mod.status(conn, key)
+    if as_json:
+        print_json([dataclasses.asdict(r) for r in rows])
+        return
+    table = Table(title="circuits")
+    for column in ("key", "state", "failures", "successes", "last failure", "opened", "closed"):
+        table.add_column(column, overflow="fold")
+    colour = {"closed": "green", "half_open": "yellow", "disabled": "yellow"}
+    for r in rows:
+        table.add_row(escape(r.circuit_key), f"[{colour.get(r.state, 'red')}]{r.state}[/]",
+                      str(r.failure_count), str(r.success_count), _when(r.last_failure_at),
+                      _when(r.opened_at), _when(r.closed_at))
+    out.print(table if rows else "no circuit has recorded anything yet")
+
+
+@circuit.command("force")
+@dsn_option
+@click.argument("key")
+@click.argument("state", type=click.Choice(breaker_mod.FORCEABLE_STATES))
+@click.option("--actor", required=True, help="Who forces it (recorded in the audit log).")
+@click.option("--reason", required=True, help="Why (recorded in the event and the audit log).")
+def circuit_force(dsn: str | None, key: str, state: str, actor: str, reason: str) -> None:
+    """Operator override: forced_open (refuse every call), disabled (permit
+    every call, count nothing) or closed (reset)."""
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        changed = breaker_mod.force(conn, key, state, actor, reason)
+    out.print(f"circuit {key}: {state}" if changed else f"circuit {key} already {state}: unchanged",
+              markup=False)
 
 
 # --- bench -----------------------------------------------------------------------
@@ -279,6 +331,24 @@ def bench_validation(dsn: str | None, as_json: bool, calls: int, repeat: int) ->
         click.echo(bench_mod.dump_json(report))
     else:
         bench_mod.print_report(report)
+@bench.command("circuit")
+@dsn_option
+@json_option
+@click.option("--repeat", default=2000, show_default=True, help="Timed calls per variant.")
+@click.option("--seconds", default=3.0, show_default=True, help="Duration of each throughput run.")
+@click.option("--clients", default=8, show_default=True, help="Threads in the throughput runs.")
+def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
+                  clients: int) -> None:
+    """circuit_acquire: closed path, transition path, locking variant, round-trip floor."""
+    from orchestrator.bench import circuit as bench_circuit_mod
+    from orchestrator.bench import dump_json
+
+    result = bench_circuit_mod.run(db.resolve_dsn(dsn), repeat=repeat, seconds=seconds,
+                                   clients=clients)
+    if as_json:
+        click.echo(dump_json(result))
+    else:
+        bench_circuit_mod.print_result(result, out)
 
 
 # --- entry point ---------------------------------------------------------------

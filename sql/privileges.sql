@@ -73,3 +73,24 @@ GRANT EXECUTE ON FUNCTION
     consistency.review_list(text, int)
     TO consistency_reviewer;
 GRANT EXECUTE ON FUNCTION consistency.review_list(text, int) TO consistency_monitor;
+-- circuit
+-- The application uses the breaker through its functions only; operators
+-- (the owner) force states. The monitor reads state through circuit_status
+-- as well as the tables granted above.
+GRANT EXECUTE ON FUNCTION
+    consistency.circuit_acquire(text),
+    consistency.circuit_record_success(text),
+    consistency.circuit_record_failure(text, text),
+    consistency.circuit_status(text)
+    TO consistency_app;
+GRANT EXECUTE ON FUNCTION consistency.circuit_status(text) TO consistency_monitor;
+DO $circuit_grants$
+BEGIN
+    -- The breaker's booking helper queues calls refused by an open circuit;
+    -- review_enqueue comes with the review queue and may not exist yet.
+    IF to_regprocedure('consistency.review_enqueue(bigint,text,jsonb,integer)') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION consistency.review_enqueue(bigint, text, jsonb, integer)
+            TO consistency_app;
+    END IF;
+END
+$circuit_grants$;
