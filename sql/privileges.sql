@@ -84,13 +84,4 @@ GRANT EXECUTE ON FUNCTION
     consistency.circuit_status(text)
     TO consistency_app;
 GRANT EXECUTE ON FUNCTION consistency.circuit_status(text) TO consistency_monitor;
-DO $circuit_grants$
-BEGIN
-    -- The breaker's booking helper queues calls refused by an open circuit;
-    -- review_enqueue comes with the review queue and may not exist yet.
-    IF to_regprocedure('consistency.review_enqueue(bigint,text,jsonb,integer)') IS NOT NULL THEN
-        GRANT EXECUTE ON FUNCTION consistency.review_enqueue(bigint, text, jsonb, integer)
-            TO consistency_app;
-    END IF;
-END
-$circuit_grants$;
+-- (the booking helper's review_enqueue is granted to consistency_app above)

@@ -33,7 +33,7 @@ SELECT key, value
 -- A booking refused by an open circuit goes to the manual review queue
 -- (review_enqueue picks the priority from the reason when it is NULL).
 SELECT consistency.review_enqueue(%(call_id)s::bigint, %(reason)s::text, %(context)s::jsonb,
-                                  %(priority)s::integer)
+                                  %(priority)s::integer, 'circuit breaker')
 
 -- name: bench_circuit_locking_acquire --
 -- The design the issue measured against: the closed path locks the row on

@@ -472,37 +472,7 @@ def test_unreachable_from_the_start_degrades(monkeypatch) -> None:
 
 # --- booking helper -------------------------------------------------------------
 
-STAND_IN = """
--- TEST STAND-IN ONLY: the real consistency.review_enqueue comes with the
--- review queue (issue 4). Created only when it does not exist yet.
-CREATE FUNCTION consistency.review_enqueue(p_call_id bigint, p_reason text,
-                                           p_context jsonb DEFAULT '{}',
-                                           p_priority integer DEFAULT NULL)
-RETURNS bigint LANGUAGE sql AS $$
-    WITH added AS (
-        INSERT INTO consistency.manual_review_queue (call_id, reason, priority, context)
-        VALUES (p_call_id, p_reason, coalesce(p_priority, 2), coalesce(p_context, '{}'))
-        ON CONFLICT (call_id, reason) WHERE status IN ('pending', 'in_progress') DO NOTHING
-        RETURNING id)
-    SELECT id FROM added
-    UNION ALL
-    SELECT id FROM consistency.manual_review_queue
-     WHERE call_id = p_call_id AND reason = p_reason AND status IN ('pending', 'in_progress')
-    LIMIT 1
-$$"""
-
-
-@pytest.fixture
-def review_enqueue(conn) -> None:
-    exists = conn.execute("SELECT to_regprocedure("
-                          "'consistency.review_enqueue(bigint,text,jsonb,integer)') IS NOT NULL"
-                          ).fetchone()[0]
-    if not exists:
-        conn.execute(STAND_IN)
-    conn.commit()
-
-
-def test_booking_helper_queues_for_review_on_an_open_circuit(dsn, conn, review_enqueue) -> None:
+def test_booking_helper_queues_for_review_on_an_open_circuit(dsn, conn) -> None:
     call_id = conn.execute("INSERT INTO public.calls (external_call_id) VALUES ('c1') RETURNING id"
                            ).fetchone()[0]
     conn.commit()
