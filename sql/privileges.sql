@@ -55,3 +55,9 @@ GRANT SELECT ON
     consistency.circuit_breaker_events,
     consistency.manual_review_queue
     TO consistency_monitor;
+
+-- relay
+-- Delivery state holds no secrets (sinks are stored by fingerprint and a
+-- redacted name): the monitor may read it. The relay runs as the owner.
+GRANT SELECT ON consistency.relay_sinks, consistency.relay_deliveries TO consistency_monitor;
+GRANT EXECUTE ON FUNCTION consistency.relay_status() TO consistency_monitor;
