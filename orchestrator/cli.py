@@ -146,6 +146,64 @@ def config_sync(dsn: str | None, actor: str | None) -> None:
     out.print("changed: " + ", ".join(changed) if changed else "nothing to change")
 
 
+# --- relay -----------------------------------------------------------------------
+
+@cli.command("relay")
+@dsn_option
+@click.option("--sink", "sinks", multiple=True, metavar="URL",
+              help="Where to deliver alerts (repeatable); default $CONSISTENCY_SINKS "
+                   "(space-separated). Schemes: webhook+http(s), slack+https, smtp, smtps, "
+                   "alertmanager+http(s), stdout; others via Apprise when installed.")
+@click.option("--once", is_flag=True, help="Deliver everything pending, then exit.")
+@click.option("--batch", type=click.IntRange(1, 10000), default=200, show_default=True,
+              help="Deliveries claimed at a time.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Sends in parallel.")
+@click.option("--lease", "lease_seconds", type=click.FloatRange(min=0.1), default=30.0,
+              show_default=True, help="Seconds before a crashed relay's claims come back.")
+@click.option("--poll", "poll_seconds", type=click.FloatRange(min=0.05), default=2.0,
+              show_default=True, help="Poll interval when no notification arrives.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Transient failures before a delivery is dead-lettered.")
+@click.option("--retry-delay", "base_delay", type=click.FloatRange(min=0.0), default=1.0,
+              show_default=True, help="First retry delay in seconds (doubles each time).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds a send may take.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only failures.")
+def relay(dsn: str | None, sinks: tuple[str, ...], once: bool, batch: int, concurrency: int,
+          lease_seconds: float, poll_seconds: float, max_attempts: int, base_delay: float,
+          timeout: float, quiet: bool) -> None:
+    """Deliver alerts to sinks, at least once per (alert, sink).
+
+    SIGTERM finishes the sends in flight, then exits 0."""
+    import logging
+    import os
+    import signal
+
+    from orchestrator import relay as relay_mod
+
+    urls = list(sinks) or os.environ.get("CONSISTENCY_SINKS", "").split()
+    parsed = relay_mod.parse_sinks(urls, timeout=timeout)
+    target = db.resolve_dsn(dsn)
+    db.connect(target).close()  # a wrong DSN is one line and exit 2, not a retry loop
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s relay %(levelname)s %(message)s")
+    options = relay_mod.RelayOptions(batch=batch, concurrency=concurrency,
+                                     lease_seconds=lease_seconds, poll_seconds=poll_seconds,
+                                     max_attempts=max_attempts, base_delay=base_delay)
+    runner = relay_mod.Relay(target, parsed, options)
+    previous = {sig: signal.signal(sig, lambda *_: runner.stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stats = runner.run(once=once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if once:
+        err.print(f"delivered {stats.delivered}, retried {stats.retried}, failed {stats.failed}, "
+                  f"dead {stats.dead}", markup=False)
+
+
 # --- bench -----------------------------------------------------------------------
 
 @cli.group()
