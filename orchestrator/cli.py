@@ -214,6 +214,32 @@ def bench() -> None:
     """
 
 
+@bench.command("relay")
+@dsn_option
+@json_option
+@click.option("--alerts", type=click.IntRange(1), default=3000, show_default=True,
+              help="Alerts per throughput run.")
+@click.option("--samples", type=click.IntRange(1), default=200, show_default=True,
+              help="Alerts timed one by one for latency.")
+def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> None:
+    """Alerts/s to a local webhook with 1 and 2 relays; commit-to-delivery latency."""
+    from orchestrator.bench import dump_json, render
+    from orchestrator.bench import relay as bench_relay_mod
+
+    result = bench_relay_mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples)
+    if as_json:
+        click.echo(dump_json(result))
+        return
+    render("relay throughput (local webhook)", ["relays", "alerts", "seconds", "alerts/s", "ratio"],
+           [[r["relays"], r["alerts"], r["seconds"], r["alerts_per_s"], r["ratio"]]
+            for r in result["throughput"]], out)
+    lat = result["latency_ms"]
+    render("commit-to-delivery latency via LISTEN (ms)", ["n", "median", "p95", "p99", "min"],
+           [[lat["n"], lat["median_ms"], lat["p95_ms"], lat["p99_ms"], lat["min_ms"]]], out)
+    out.print(f"duplicates: {result['duplicates']} · targets (>= 1000 alerts/s, p99 < 200 ms): "
+              + ("met" if result["meets_targets"] else "NOT met"))
+
+
 # --- entry point ---------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> None:

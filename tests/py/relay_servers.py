@@ -56,7 +56,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         raw = self.rfile.read(length)
         rec = self.recorder
@@ -116,7 +116,7 @@ class SmtpRecorder:
         outer = self
 
         class Handler:
-            async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            async def handle_DATA(self, server, session, envelope):
                 outer.messages.append(message_from_bytes(envelope.original_content))
                 outer.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 return "250 OK"
