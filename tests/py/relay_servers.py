@@ -108,7 +108,7 @@ class HttpRecorder:
 class SmtpRecorder:
     """aiosmtpd on loopback; ``messages`` holds every message received."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: str | None = None) -> None:
         from aiosmtpd.controller import Controller
 
         self.messages: list[Message] = []
@@ -116,6 +116,12 @@ class SmtpRecorder:
         outer = self
 
         class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                if address == refuse:
+                    return "550 5.1.1 no such user"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server, session, envelope):
                 outer.messages.append(message_from_bytes(envelope.original_content))
                 outer.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))

@@ -105,6 +105,10 @@ def test_every_alert_reaches_every_sink_once(dsn, http) -> None:
         assert smtp.envelopes[0] == ("guard@example.com", ["ops@example.com", "b@example.com"])
         assert {(s, st, n) for _, s, st, n, _, _ in deliveries(dsn)} == {
             (relay.sinks[i].name, "delivered", 1) for i in range(4)}
+        with psycopg.connect(dsn) as conn:
+            status = conn.execute("SELECT sink, status, deliveries"
+                                  "  FROM consistency.relay_status()").fetchall()
+        assert sorted(status) == sorted((s.name, "delivered", 5) for s in relay.sinks)
 
         # Block Kit: severity, type, entity, description, dashboard link.
         blocks = json.dumps(slack.payload(relay_alert(dsn, ids[0])))
@@ -205,6 +209,29 @@ def test_client_error_fails_once_and_tells_the_other_sinks(dsn, http) -> None:
     assert (alert_id, "appointment_unlinked", "failed", 1) in rows
     assert len([r for r in rows if r[1] == "relay_delivery_failed"]) == 1, \
         "the failure notice is not sent back to the failing sink"
+
+
+def test_connection_refused_is_retried_then_dead(dsn) -> None:
+    relay = make_relay(dsn, [f"webhook+http://127.0.0.1:{free_port()}/nobody"],
+                       RelayOptions(**{**FAST.__dict__, "max_attempts": 2}))
+    raise_alerts(dsn, 1)
+    stats = relay.run(once=True)
+    [(_, _, status, attempts, last_error, _)] = [
+        r for r in deliveries(dsn) if r[5] != "relay_delivery_failed"]
+    assert (status, attempts, stats.retried) == ("dead", 2, 1)
+    assert "connection error" in last_error
+
+
+def test_smtp_refused_recipient_fails_without_retry(dsn) -> None:
+    with SmtpRecorder(refuse="nobody@example.com") as smtp:
+        relay = make_relay(dsn, [f"smtp://127.0.0.1:{smtp.port}?from=guard@example.com"
+                                 "&to=nobody@example.com"])
+        raise_alerts(dsn, 1)
+        relay.run(once=True)
+    [(_, _, status, attempts, last_error, _)] = [
+        r for r in deliveries(dsn) if r[5] != "relay_delivery_failed"]
+    assert (status, attempts) == ("failed", 1)
+    assert "550" in last_error
 
 
 def test_transient_failures_are_dead_lettered(dsn, http) -> None:
@@ -381,7 +408,10 @@ def test_postgresql_restart_under_a_running_relay(http) -> None:
     try:
         dsn = own.dsn()
         migrate.migrate(dsn, env={})
-        relay = make_relay(dsn, [http.url("webhook+http", "/hook")])
+        # A poll of 30 s: within this test only LISTEN (and its catch-up on
+        # reconnect) can deliver.
+        relay = make_relay(dsn, [http.url("webhook+http", "/hook")],
+                           RelayOptions(**{**FAST.__dict__, "poll_seconds": 30}))
         with Background(relay):
             first = raise_alerts(dsn, 3)
             assert http.recorder.wait_for(lambda: sorted(http.recorder.ids("/hook")) == first)
@@ -391,9 +421,9 @@ def test_postgresql_restart_under_a_running_relay(http) -> None:
             second = raise_alerts(dsn, 3, first=10)
             assert http.recorder.wait_for(
                 lambda: sorted(http.recorder.ids("/hook")) == first + second, timeout=30)
-            assert relay.listening.wait(10), "the listen connection came back"
             third = raise_alerts(dsn, 1, first=20)
-            assert http.recorder.wait_for(lambda: third[0] in http.recorder.ids("/hook"))
+            assert http.recorder.wait_for(lambda: third[0] in http.recorder.ids("/hook"),
+                                          timeout=10), "the listen connection came back"
         assert relay.stats.reconnects >= 1
     finally:
         own.destroy()

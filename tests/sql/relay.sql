@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(26);
+SELECT plan(27);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -119,6 +119,15 @@ SELECT is(consistency.relay_fail('r2', d.id, 'HTTP 503', false, NULL, 4),
  WHERE d.alert_id = ids.info AND d.sink_id = (SELECT hook FROM sink);
 SELECT is((SELECT count(*) FROM consistency.alerts WHERE alert_type = 'relay_delivery_failed'),
           2::bigint, 'a dead letter raises relay_delivery_failed too');
+
+-- The application role raises alerts through raise_alert; the rows follow.
+SET LOCAL ROLE consistency_app;
+CREATE TEMP TABLE app_alert AS
+SELECT consistency.raise_alert('from_app', 'critical', 'call', 99, 'raised by the app') AS id;
+RESET ROLE;
+SELECT is((SELECT count(*) FROM consistency.relay_deliveries d, app_alert
+            WHERE d.alert_id = app_alert.id AND d.status = 'pending'),
+          2::bigint, 'an alert raised by consistency_app gets its delivery rows');
 
 SELECT ok(consistency.relay_unregister_sink((SELECT slack FROM sink)), 'a sink can be unregistered');
 SELECT is((SELECT count(*) FROM consistency.relay_deliveries WHERE sink_id = (SELECT slack FROM sink)),
