@@ -108,9 +108,12 @@ class HttpRecorder:
 class SmtpRecorder:
     """aiosmtpd on loopback; ``messages`` holds every message received."""
 
-    def __init__(self, refuse: str | None = None) -> None:
+    def __init__(self, refuse: str | None = None, tls: tuple[str, str] | None = None) -> None:
+        import ssl
+
         from aiosmtpd.controller import Controller
 
+        self.tls_sessions: list[bool] = []
         self.messages: list[Message] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         outer = self
@@ -123,6 +126,7 @@ class SmtpRecorder:
                 return "250 OK"
 
             async def handle_DATA(self, server, session, envelope):
+                outer.tls_sessions.append(session.ssl is not None)
                 outer.messages.append(message_from_bytes(envelope.original_content))
                 outer.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 return "250 OK"
@@ -130,7 +134,12 @@ class SmtpRecorder:
         from pgcluster import free_port
 
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        kwargs: dict = {}
+        if tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*tls)
+            kwargs = {"tls_context": context, "require_starttls": True}
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kwargs)
 
     def __enter__(self) -> SmtpRecorder:
         self.controller.start()

@@ -234,6 +234,22 @@ def test_smtp_refused_recipient_fails_without_retry(dsn) -> None:
     assert "550" in last_error
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a cert")
+def test_smtp_upgrades_with_starttls_when_offered(dsn, tmp_path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    # The server refuses mail before STARTTLS, so only an upgraded session delivers.
+    with SmtpRecorder(tls=(str(cert), str(key))) as smtp:
+        relay = make_relay(dsn, [f"smtp://127.0.0.1:{smtp.port}?from=guard@example.com"
+                                 f"&to=ops@example.com&cafile={cert}"])
+        raise_alerts(dsn, 1)
+        relay.run(once=True)
+        assert smtp.tls_sessions == [True]
+    assert [st for _, _, st, *_ in deliveries(dsn)] == ["delivered"]
+
+
 def test_transient_failures_are_dead_lettered(dsn, http) -> None:
     http.recorder.always["/down"] = 503
     relay = make_relay(dsn, [http.url("webhook+http", "/down"), http.url("webhook+http", "/ok")],
