@@ -59,6 +59,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         raw = self.rfile.read(length)
+        if len(raw) < length:
+            # The client died mid-request (a killed relay): nothing was delivered.
+            self.close_connection = True
+            return
         rec = self.recorder
         if rec.delay:
             time.sleep(rec.delay)
@@ -76,12 +80,15 @@ class _Handler(BaseHTTPRequestHandler):
                 status, headers, payload = rec.always[self.path.split("?")[0]], {}, b"nope"
             else:
                 status, headers, payload = 200, {}, b"ok"
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True  # the relay was killed before reading the answer
 
 
 class HttpRecorder:
