@@ -1,7 +1,8 @@
 -- Named queries of the alert relay (orchestrator/relay/loop.py).
 
 -- name: relay_register_sink --
-SELECT consistency.relay_register_sink(%(fingerprint)s, %(name)s, %(scheme)s, %(min_severity)s)
+SELECT consistency.relay_register_sink(%(fingerprint)s, %(name)s, %(scheme)s, %(min_severity)s,
+                                       %(digest_seconds)s)
 
 -- name: relay_claim --
 SELECT delivery_id, sink_id, attempts, alert_id, alert_type, severity, entity_type, entity_id,

@@ -16,7 +16,7 @@ from orchestrator.errors import GuardError
 SEVERITIES = ("info", "warning", "critical")
 # Query parameters the relay consumes itself; they are not part of the
 # destination and do not change a sink's identity.
-RELAY_OPTIONS = ("min_severity", "dashboard_url")
+RELAY_OPTIONS = ("min_severity", "dashboard_url", "digest")
 # Slow on purpose: the fingerprint is stored, and a URL may hold a short password.
 _FINGERPRINT_SALT = b"consistency-guard relay sink v1"
 _FINGERPRINT_ROUNDS = 100_000
@@ -79,6 +79,7 @@ class SinkURL:
     query: tuple[tuple[str, str], ...]
     min_severity: str = "info"
     dashboard_url: str | None = None
+    digest_seconds: int | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @classmethod
@@ -99,6 +100,15 @@ class SinkURL:
         if severity not in SEVERITIES:
             raise GuardError(f"invalid sink URL {scheme}://***: min_severity must be one of "
                              f"{', '.join(SEVERITIES)}, got {severity!r}")
+        digest = None
+        if "digest" in opts:
+            try:
+                digest = int(opts["digest"])
+            except ValueError:
+                digest = 0
+            if digest <= 0:
+                raise GuardError(f"invalid sink URL {scheme}://***: digest must be a positive "
+                                 "number of seconds")
         secrets = {raw, parts.netloc}
         if parts.password:
             secrets |= {parts.password, unquote(parts.password)}
@@ -111,6 +121,7 @@ class SinkURL:
             secrets |= {v for _, v in rest if len(v) >= 6}
         return cls(raw=raw, scheme=scheme, parts=parts._replace(query=urlencode(rest)),
                    query=rest, min_severity=severity, dashboard_url=opts.get("dashboard_url"),
+                   digest_seconds=digest,
                    secrets=tuple(sorted((s for s in secrets if s), key=len, reverse=True)))
 
     @property
@@ -160,6 +171,10 @@ class Sink:
 
     def send(self, alert: Alert) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def send_digest(self, alerts: list[Alert]) -> None:
+        """Several alerts as one message; only sinks that take ``digest=`` have it."""
+        raise NotImplementedError  # pragma: no cover
 
     def close(self) -> None:
         """Release connections; the default has none."""

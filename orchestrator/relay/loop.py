@@ -131,7 +131,8 @@ class Relay:
         for sink in self.sinks:
             (sink_id,), = self._db("relay_register_sink", {
                 "fingerprint": sink.url.fingerprint, "name": sink.name,
-                "scheme": sink.url.scheme, "min_severity": sink.url.min_severity})
+                "scheme": sink.url.scheme, "min_severity": sink.url.min_severity,
+                "digest_seconds": sink.url.digest_seconds})
             self._by_id[sink_id] = sink
         return self._by_id
 
@@ -173,9 +174,12 @@ class Relay:
 
     # -- delivering --------------------------------------------------------------
 
-    def _send(self, sink: Sink, alert: Alert) -> DeliveryError | None:
+    def _send(self, sink: Sink, alerts: list[Alert], digest: bool) -> DeliveryError | None:
         try:
-            sink.send(alert)
+            if digest:
+                sink.send_digest(alerts)
+            else:
+                sink.send(alerts[0])
         except DeliveryError as exc:
             return exc
         except Exception as exc:  # a bug in a sink must not kill the relay
@@ -191,20 +195,30 @@ class Relay:
         if not rows:
             return 0
         self.stats.batches += 1
-        work = []
+        # One send per row, except on digest sinks where the non-critical rows
+        # of this claim (due together, see _relay_enqueue) make one message.
+        singles: list[tuple[Sink, list[tuple[int, int, Alert]], bool]] = []
+        digests: dict[int, list[tuple[int, int, Alert]]] = {}
         for (delivery_id, sink_id, attempts, *alert_fields) in rows:
             sink = self._by_id[sink_id]
             alert = Alert(*alert_fields)
-            work.append((delivery_id, sink, attempts, alert, pool.submit(self._send, sink, alert)))
+            if sink.url.digest_seconds and alert.severity != "critical":
+                digests.setdefault(sink_id, []).append((delivery_id, attempts, alert))
+            else:
+                singles.append((sink, [(delivery_id, attempts, alert)], False))
+        groups = singles + [(self._by_id[sid], items, True) for sid, items in digests.items()]
+        futures = [pool.submit(self._send, sink, [a for _, _, a in items], digest)
+                   for sink, items, digest in groups]
         done: list[int] = []
         failures = []
-        for delivery_id, sink, attempts, alert, future in work:
+        for (sink, items, _), future in zip(groups, futures, strict=True):
             error = future.result()
-            if error is None:
-                done.append(delivery_id)
-                self.stats.by_sink[sink.name] = self.stats.by_sink.get(sink.name, 0) + 1
-            else:
-                failures.append((delivery_id, sink, attempts, alert, error))
+            for delivery_id, attempts, alert in items:
+                if error is None:
+                    done.append(delivery_id)
+                    self.stats.by_sink[sink.name] = self.stats.by_sink.get(sink.name, 0) + 1
+                else:
+                    failures.append((delivery_id, sink, attempts, alert, error))
         if done:
             self._db("relay_complete", {"ids": done})
             self.stats.delivered += len(done)

@@ -18,6 +18,8 @@ def parse_sink(raw: str, timeout: float = 10.0) -> Sink:
     """A Sink for ``raw``, or GuardError whose message holds no secret."""
     url = SinkURL.parse(raw)
     scheme = url.scheme
+    if url.digest_seconds is not None and scheme not in ("smtp", "smtps"):
+        raise GuardError(f"invalid sink URL {url.name}: digest= is for smtp:// and smtps:// only")
     if scheme in ("webhook+http", "webhook+https"):
         return WebhookSink(url, timeout)
     if scheme == "slack+https":

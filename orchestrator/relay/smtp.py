@@ -1,7 +1,10 @@
 """``smtp://[user:pass@]host[:port]?from=a@x&to=b@y,c@z`` and ``smtps://``
 (TLS from the first byte). Plain smtp:// upgrades with STARTTLS whenever the
-server offers it; certificates are verified (``cafile=`` for a private CA). One message per alert; its Message-ID is derived from the
-alert id, the idempotency key of mail."""
+server offers it; certificates are verified (``cafile=`` for a private CA).
+One message per alert; its Message-ID is derived from the alert id, the
+idempotency key of mail. With ``digest=SECONDS`` warnings and
+info alerts are collected per window into one message (critical ones never
+wait); the database makes them due together, see _relay_enqueue."""
 
 from __future__ import annotations
 
@@ -64,11 +67,35 @@ class EmailSink(Sink):
             smtp.login(self.user, self.password or "")
         return smtp
 
+    def digest_message(self, alerts: list[Alert]) -> EmailMessage:
+        ids = [a.id for a in alerts]
+        counts = {s: sum(a.severity == s for a in alerts) for s in ("warning", "info")}
+        msg = EmailMessage()
+        msg["Subject"] = (f"[DIGEST] {len(alerts)} alert(s): "
+                          + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+        msg["From"] = self.sender
+        msg["To"] = ", ".join(self.recipients)
+        msg["Date"] = formatdate(localtime=False)
+        msg["Message-ID"] = f"<digest-{min(ids)}-{max(ids)}-{len(ids)}@consistency-guard>"
+        msg["X-Idempotency-Key"] = ",".join(map(str, ids))
+        lines = [f"#{a.id} {a.severity} {a.alert_type} on {a.entity} at "
+                 f"{a.detected_at.isoformat()}: {a.description}" for a in alerts]
+        if self.url.dashboard_url:
+            lines += ["", f"dashboard: {self.url.dashboard_url}"]
+        msg.set_content("\n".join(lines) + "\n")
+        return msg
+
     def send(self, alert: Alert) -> None:
+        self._deliver(self.message(alert))
+
+    def send_digest(self, alerts: list[Alert]) -> None:
+        self._deliver(self.digest_message(alerts))
+
+    def _deliver(self, message: EmailMessage) -> None:
         try:
             smtp = self._open()
             try:
-                smtp.send_message(self.message(alert))
+                smtp.send_message(message)
             finally:
                 try:
                     smtp.quit()

@@ -17,7 +17,9 @@ $$;
 -- a delivery row for every registered sink that takes its severity, in the
 -- transaction that inserts the alert, so the outbox and the delivery state
 -- can never disagree. A relay_delivery_failed alert skips the sink it is
--- about: that sink just failed, and telling it so would go nowhere.
+-- about: that sink just failed, and telling it so would go nowhere. On a
+-- digest sink, non-critical rows become due together at the end of their
+-- window (date_bin), so one claim picks up the whole digest.
 CREATE OR REPLACE FUNCTION consistency._relay_enqueue()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -25,7 +27,13 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     INSERT INTO consistency.relay_deliveries (alert_id, sink_id, next_attempt_at, created_at)
-    SELECT a.id, s.id, consistency.now(), consistency.now()
+    SELECT a.id, s.id,
+           CASE WHEN s.digest_seconds IS NOT NULL AND a.severity <> 'critical'
+                THEN date_bin(make_interval(secs => s.digest_seconds), consistency.now(),
+                              timestamptz '2000-01-01 00:00:00+00')
+                     + make_interval(secs => s.digest_seconds)
+                ELSE consistency.now() END,
+           consistency.now()
       FROM new_alerts AS a
       JOIN consistency.relay_sinks AS s
         ON consistency._severity_rank(a.severity) >= consistency._severity_rank(s.min_severity)
@@ -44,7 +52,8 @@ CREATE OR REPLACE FUNCTION consistency.relay_register_sink(
     p_fingerprint  text,
     p_name         text,
     p_scheme       text,
-    p_min_severity text DEFAULT 'info')
+    p_min_severity text DEFAULT 'info',
+    p_digest_seconds integer DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -61,12 +70,18 @@ BEGIN
                         coalesce(p_min_severity, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF p_digest_seconds IS NOT NULL AND p_digest_seconds <= 0 THEN
+        RAISE EXCEPTION 'digest must be a positive number of seconds, got %', p_digest_seconds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     INSERT INTO consistency.relay_sinks AS s (fingerprint, name, scheme, min_severity,
-                                              created_at, last_seen_at)
-    VALUES (p_fingerprint, p_name, p_scheme, p_min_severity, consistency.now(), consistency.now())
+                                              digest_seconds, created_at, last_seen_at)
+    VALUES (p_fingerprint, p_name, p_scheme, p_min_severity, p_digest_seconds,
+            consistency.now(), consistency.now())
     ON CONFLICT (fingerprint) DO UPDATE
         SET name = EXCLUDED.name, scheme = EXCLUDED.scheme,
-            min_severity = EXCLUDED.min_severity, last_seen_at = EXCLUDED.last_seen_at
+            min_severity = EXCLUDED.min_severity, digest_seconds = EXCLUDED.digest_seconds,
+            last_seen_at = EXCLUDED.last_seen_at
     RETURNING s.id INTO v_id;
     RETURN v_id;
 END

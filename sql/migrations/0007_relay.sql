@@ -3,7 +3,7 @@
 -- resume after a crash, a restart or next to another relay lives here.
 
 -- A sink is identified by a slow salted hash of its URL (without the relay-side
--- options min_severity and dashboard_url), never by the URL itself: Slack
+-- options min_severity, dashboard_url and digest), never by the URL itself: Slack
 -- webhook paths, webhook tokens and SMTP passwords are secrets.
 CREATE TABLE consistency.relay_sinks (
     id            bigserial PRIMARY KEY,
@@ -12,6 +12,9 @@ CREATE TABLE consistency.relay_sinks (
     scheme        text NOT NULL CHECK (scheme <> ''),
     min_severity  text NOT NULL DEFAULT 'info'
                   CHECK (min_severity IN ('critical', 'warning', 'info')),
+    -- Email digest: warnings and info wait for the end of a window of this
+    -- many seconds and go out as one message; critical alerts never wait.
+    digest_seconds integer CHECK (digest_seconds IS NULL OR digest_seconds > 0),
     created_at    timestamptz NOT NULL DEFAULT consistency.now(),
     last_seen_at  timestamptz NOT NULL DEFAULT consistency.now()
 );

@@ -31,8 +31,10 @@ FAST = RelayOptions(poll_seconds=0.2, base_delay=0.02, max_delay=0.2, lease_seco
 
 
 def raise_alerts(dsn: str, n: int, *, first: int = 1, severity: str = "critical",
-                 alert_type: str = "appointment_unlinked") -> list[int]:
+                 alert_type: str = "appointment_unlinked", at: str | None = None) -> list[int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
+        if at:
+            conn.execute("SELECT set_config('consistency.fake_now', %s, false)", (at,))
         return [conn.execute("SELECT consistency.raise_alert(%s, %s, 'call', %s, %s)",
                              (alert_type, severity, i, f"call {i} lost")).fetchone()[0]
                 for i in range(first, first + n)]
@@ -250,6 +252,24 @@ def test_smtp_upgrades_with_starttls_when_offered(dsn, tmp_path) -> None:
     assert [st for _, _, st, *_ in deliveries(dsn)] == ["delivered"]
 
 
+def test_smtp_digest_sends_warnings_as_one_message(dsn) -> None:
+    with SmtpRecorder() as smtp:
+        relay = make_relay(dsn, [f"smtp://127.0.0.1:{smtp.port}?from=guard@example.com"
+                                 "&to=ops@example.com&digest=1"])
+        # Raised inside one (past) window, so the test does not depend on
+        # where a clock tick falls; the window itself is tested in pgTAP.
+        warnings = raise_alerts(dsn, 3, severity="warning", at="2020-01-01 00:00:00.1+00")
+        [critical] = raise_alerts(dsn, 1, first=10)
+        relay.run(once=True)
+        subjects = sorted(m["Subject"] for m in smtp.messages)
+        assert subjects == ["[CRITICAL] appointment_unlinked on call/10",
+                            "[DIGEST] 3 alert(s): 3 warning"], subjects
+        digest = next(m for m in smtp.messages if m["Subject"].startswith("[DIGEST]"))
+        assert digest["X-Idempotency-Key"] == ",".join(map(str, warnings))
+        assert critical not in warnings
+    assert {st for _, _, st, *_ in deliveries(dsn)} == {"delivered"}
+
+
 def test_transient_failures_are_dead_lettered(dsn, http) -> None:
     http.recorder.always["/down"] = 503
     relay = make_relay(dsn, [http.url("webhook+http", "/down"), http.url("webhook+http", "/ok")],
@@ -292,6 +312,8 @@ def test_secrets_never_reach_logs_errors_or_database(dsn, http, caplog) -> None:
     "webhook+https://h.example/x?min_severity=loud&token=hunter2pw",
     "https://hooks.example.com/hunter2pw",
     "no-scheme-hunter2pw",
+    "webhook+https://h.example/hunter2pw?digest=60",
+    "smtp://u:hunter2pw@h.example?from=a@example.com&to=b@example.com&digest=soon",
 ])
 def test_invalid_sink_url_is_one_line_exit_2(dsn, run_cli, url) -> None:
     result = run_cli("relay", "--dsn", dsn, "--sink", url, "--once")

@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(27);
+SELECT plan(29);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -132,6 +132,23 @@ SELECT is((SELECT count(*) FROM consistency.relay_deliveries d, app_alert
 SELECT ok(consistency.relay_unregister_sink((SELECT slack FROM sink)), 'a sink can be unregistered');
 SELECT is((SELECT count(*) FROM consistency.relay_deliveries WHERE sink_id = (SELECT slack FROM sink)),
           0::bigint, 'unregistering a sink drops its delivery rows');
+
+-- Digest sink: non-critical rows wait for the end of their window, together.
+SET LOCAL consistency.fake_now = '2030-01-01 12:10:30+00';
+CREATE TEMP TABLE digest AS
+SELECT consistency.relay_register_sink(repeat('d', 64), 'smtp://mail:25', 'smtp', 'info', 60) AS id;
+CREATE TEMP TABLE digest_alerts AS
+SELECT consistency.raise_alert('w1', 'warning', 'call', 500, 'w') AS w1,
+       consistency.raise_alert('w2', 'info', 'call', 501, 'i') AS w2,
+       consistency.raise_alert('c1', 'critical', 'call', 502, 'c') AS c1;
+SELECT results_eq($$ SELECT d.next_attempt_at FROM consistency.relay_deliveries d, digest_alerts x
+                      WHERE d.sink_id = (SELECT id FROM digest) AND d.alert_id IN (x.w1, x.w2) $$,
+                  $$ VALUES ('2030-01-01 12:11:00+00'::timestamptz),
+                            ('2030-01-01 12:11:00+00'::timestamptz) $$,
+                  'warnings and info for a digest sink are due together at the end of the window');
+SELECT is((SELECT d.next_attempt_at FROM consistency.relay_deliveries d, digest_alerts x
+            WHERE d.sink_id = (SELECT id FROM digest) AND d.alert_id = x.c1),
+          '2030-01-01 12:10:30+00'::timestamptz, 'a critical alert never waits for a digest');
 
 SELECT * FROM finish();
 ROLLBACK;
