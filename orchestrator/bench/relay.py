@@ -5,6 +5,7 @@ poll cannot be what delivers)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -13,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import psycopg
@@ -23,45 +23,69 @@ from orchestrator.bench import Stats, scratch_database, server_info
 
 
 class _Webhook:
-    """Records the arrival time of every alert id (first arrival wins)."""
+    """A minimal HTTP/1.1 receiver on an asyncio loop in a thread: it records
+    the arrival time of every alert id (first arrival wins) and answers 200.
+    Kept light on purpose, so the figures measure the relay, not a
+    thread-per-connection http.server."""
 
     def __init__(self) -> None:
         self.arrivals: dict[int, float] = {}
         self.posts = 0
-        self.lock = threading.Lock()
-        self.changed = threading.Condition(self.lock)
-        outer = self
+        self._missing: set[int] = set()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
+        ready.wait()
+        self.url = f"webhook+http://127.0.0.1:{self.port}/bench"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        ready.set()
+        self._loop.run_forever()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                headers = {}
+                for line in head.decode("latin-1").split("\r\n")[1:]:
+                    if ":" in line:
+                        key, value = line.split(":", 1)
+                        headers[key.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
                 now = time.perf_counter()
-                alert_id = int(self.headers.get("Idempotency-Key") or json.loads(body)["id"])
-                with outer.changed:
-                    outer.posts += 1
-                    outer.arrivals.setdefault(alert_id, now)
-                    outer.changed.notify_all()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                key = headers.get("idempotency-key")
+                self._record(int(key) if key else int(json.loads(body)["id"]), now)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"webhook+http://127.0.0.1:{self.server.server_address[1]}/bench"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _record(self, alert_id: int, at: float) -> None:
+        with self._lock:
+            self.posts += 1
+            self.arrivals.setdefault(alert_id, at)
+            self._missing.discard(alert_id)
+            if not self._missing:
+                self._done.set()
 
     def wait_for(self, ids: set[int], timeout: float) -> bool:
-        with self.changed:
-            return self.changed.wait_for(lambda: ids <= self.arrivals.keys(), timeout)
+        with self._lock:
+            self._missing = ids - self.arrivals.keys()
+            if not self._missing:
+                return True
+            self._done.clear()
+        return self._done.wait(timeout)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
 
 
 @contextmanager
