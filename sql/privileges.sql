@@ -85,3 +85,8 @@ GRANT EXECUTE ON FUNCTION
     TO consistency_app;
 GRANT EXECUTE ON FUNCTION consistency.circuit_status(text) TO consistency_monitor;
 -- (the booking helper's review_enqueue is granted to consistency_app above)
+-- relay
+-- Delivery state holds no secrets (sinks are stored by fingerprint and a
+-- redacted name): the monitor may read it. The relay runs as the owner.
+GRANT SELECT ON consistency.relay_sinks, consistency.relay_deliveries TO consistency_monitor;
+GRANT EXECUTE ON FUNCTION consistency.relay_status() TO consistency_monitor;
