@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import logging
 import signal
@@ -14,9 +16,11 @@ from typing import Any, TypeVar
 import click
 import psycopg
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from orchestrator import config, db, monitor, scheduling
+from orchestrator import breaker as breaker_mod
+from orchestrator import config, db, monitor, review, scheduling, validation
 from orchestrator import migrate as migrate_mod
 from orchestrator.durations import parse_duration
 from orchestrator.errors import GuardError
@@ -151,6 +155,215 @@ def config_sync(dsn: str | None, actor: str | None) -> None:
     out.print("changed: " + ", ".join(changed) if changed else "nothing to change")
 
 
+# --- validation and review ---------------------------------------------------------
+
+def _print_validation(result: validation.ValidationResult) -> None:
+    if result.ok:
+        out.print(f"call {result.call_id}: ok (appointment {result.appointment_id})")
+        return
+    details = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(result.details.items())
+                        if k != "call_id")
+    out.print(f"call {result.call_id}: [red]{result.reason}[/] {details}".rstrip())
+
+
+@cli.command("validate")
+@dsn_option
+@json_option
+@click.argument("call_id", type=int)
+@click.option("--appointment", "appointment_id", type=int, default=None,
+              help="Validate this appointment (default: the newest active one of the call).")
+@click.option("--external-id", "external_booking_id", default=None,
+              help="Booking id the calendar returned; must match the appointment's.")
+@click.option("--rollback-on-failure", is_flag=True,
+              help="When validation fails, roll the booking back (alert + review item).")
+@click.option("--actor", default=None, help="Recorded in the audit log (default cli:$USER).")
+def validate_cmd(dsn: str | None, as_json: bool, call_id: int, appointment_id: int | None,
+                 external_booking_id: str | None, rollback_on_failure: bool,
+                 actor: str | None) -> None:
+    """Validate the booking of CALL_ID; exit 1 when it fails."""
+    with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        result = validation.validate_booking(conn, call_id, appointment_id, external_booking_id)
+        alert_id = None
+        if not result.ok and rollback_on_failure:
+            alert_id = validation.rollback_booking(conn, call_id, result.reason or "invalid",
+                                                   actor=actor or config.default_actor())
+    if as_json:
+        print_json({**result.as_dict(), "rollback_alert_id": alert_id})
+    else:
+        _print_validation(result)
+        if alert_id is not None:
+            out.print(f"rolled back: alert {alert_id}, queued for manual review")
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.group("review")
+def review_group() -> None:
+    """Work the manual review queue (consistency.manual_review_queue)."""
+
+
+def _item_row(item: review.ReviewItem) -> list[str]:
+    return [str(item.id), str(item.call_id), item.reason, str(item.priority), item.status,
+            item.assigned_to or "", f"{item.created_at:%Y-%m-%d %H:%M:%S}",
+            item.resolution_notes or ""]
+
+
+@review_group.command("list")
+@dsn_option
+@json_option
+@click.option("--status", type=click.Choice(review.STATUSES), default=None,
+              help="Only items in this state (default: all, open ones first).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+def review_list(dsn: str | None, as_json: bool, status: str | None, limit: int) -> None:
+    """List review items: open ones in claim order, then closed ones."""
+    with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        items = review.list_items(conn, status, limit)
+    if as_json:
+        print_json([item.as_dict() for item in items])
+        return
+    table = Table("id", "call", "reason", "prio", "status", "assigned", "created", "notes")
+    for item in items:
+        table.add_row(*_item_row(item))
+    out.print(table)
+
+
+@review_group.command("claim")
+@dsn_option
+@json_option
+@click.option("--reviewer", required=True, help="Who takes the item.")
+def review_claim(dsn: str | None, as_json: bool, reviewer: str) -> None:
+    """Take the most urgent pending item (highest priority, oldest)."""
+    with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        item = review.claim(conn, reviewer)
+    if as_json:
+        print_json(item.as_dict() if item else None)
+    elif item is None:
+        out.print("nothing to review")
+    else:
+        out.print(f"claimed item {item.id}: call {item.call_id}, {item.reason} "
+                  f"(priority {item.priority}) context {json.dumps(item.context)}")
+
+
+@review_group.command("resolve")
+@dsn_option
+@json_option
+@click.argument("item_id", type=int)
+@click.option("--reviewer", required=True, help="Must be the assignee (or the item unassigned).")
+@click.option("--status", type=click.Choice(["resolved", "dismissed"]), required=True)
+@click.option("--notes", required=True, help="What was done; kept with the item.")
+def review_resolve(dsn: str | None, as_json: bool, item_id: int, reviewer: str, status: str,
+                   notes: str) -> None:
+    """Close ITEM_ID as resolved or dismissed."""
+    with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
+        item = review.resolve(conn, item_id, reviewer, status, notes)
+    if as_json:
+        print_json(item.as_dict())
+    else:
+        out.print(f"item {item.id} {item.status} by {item.assigned_to}")
+# --- circuit -------------------------------------------------------------------
+
+def _when(value: Any) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@cli.group()
+def circuit() -> None:
+    """Circuit breakers shared by every worker (consistency.circuit_breaker_states)."""
+
+
+@circuit.command("status")
+@dsn_option
+@json_option
+@click.argument("key", required=False)
+def circuit_status(dsn: str | None, as_json: bool, key: str | None) -> None:
+    """Every circuit, or KEY only (an unknown key is closed)."""
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        rows = breaker_mod.status(conn, key)
+    if as_json:
+        print_json([dataclasses.asdict(r) for r in rows])
+        return
+    table = Table(title="circuits")
+    for column in ("key", "state", "failures", "successes", "last failure", "opened", "closed"):
+        table.add_column(column, overflow="fold")
+    colour = {"closed": "green", "half_open": "yellow", "disabled": "yellow"}
+    for r in rows:
+        table.add_row(escape(r.circuit_key), f"[{colour.get(r.state, 'red')}]{r.state}[/]",
+                      str(r.failure_count), str(r.success_count), _when(r.last_failure_at),
+                      _when(r.opened_at), _when(r.closed_at))
+    out.print(table if rows else "no circuit has recorded anything yet")
+
+
+@circuit.command("force")
+@dsn_option
+@click.argument("key")
+@click.argument("state", type=click.Choice(breaker_mod.FORCEABLE_STATES))
+@click.option("--actor", required=True, help="Who forces it (recorded in the audit log).")
+@click.option("--reason", required=True, help="Why (recorded in the event and the audit log).")
+def circuit_force(dsn: str | None, key: str, state: str, actor: str, reason: str) -> None:
+    """Operator override: forced_open (refuse every call), disabled (permit
+    every call, count nothing) or closed (reset)."""
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        changed = breaker_mod.force(conn, key, state, actor, reason)
+    out.print(f"circuit {key}: {state}" if changed else f"circuit {key} already {state}: unchanged",
+              markup=False)
+# --- relay -----------------------------------------------------------------------
+
+@cli.command("relay")
+@dsn_option
+@click.option("--sink", "sinks", multiple=True, metavar="URL",
+              help="Where to deliver alerts (repeatable); default $CONSISTENCY_SINKS "
+                   "(space-separated). Schemes: webhook+http(s), slack+https, smtp, smtps, "
+                   "alertmanager+http(s), stdout; others via Apprise when installed.")
+@click.option("--once", is_flag=True, help="Deliver everything pending, then exit.")
+@click.option("--batch", type=click.IntRange(1, 10000), default=200, show_default=True,
+              help="Deliveries claimed at a time.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Sends in parallel.")
+@click.option("--lease", "lease_seconds", type=click.FloatRange(min=0.1), default=30.0,
+              show_default=True, help="Seconds before a crashed relay's claims come back.")
+@click.option("--poll", "poll_seconds", type=click.FloatRange(min=0.05), default=2.0,
+              show_default=True, help="Poll interval when no notification arrives.")
+@click.option("--max-attempts", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Transient failures before a delivery is dead-lettered.")
+@click.option("--retry-delay", "base_delay", type=click.FloatRange(min=0.0), default=1.0,
+              show_default=True, help="First retry delay in seconds (doubles each time).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds a send may take.")
+@click.option("-q", "--quiet", is_flag=True, help="Log only failures.")
+def relay(dsn: str | None, sinks: tuple[str, ...], once: bool, batch: int, concurrency: int,
+          lease_seconds: float, poll_seconds: float, max_attempts: int, base_delay: float,
+          timeout: float, quiet: bool) -> None:
+    """Deliver alerts to sinks, at least once per (alert, sink).
+
+    SIGTERM finishes the sends in flight, then exits 0."""
+    import logging
+    import os
+    import signal
+
+    from orchestrator import relay as relay_mod
+
+    urls = list(sinks) or os.environ.get("CONSISTENCY_SINKS", "").split()
+    parsed = relay_mod.parse_sinks(urls, timeout=timeout)
+    target = db.resolve_dsn(dsn)
+    db.connect(target).close()  # a wrong DSN is one line and exit 2, not a retry loop
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s relay %(levelname)s %(message)s")
+    options = relay_mod.RelayOptions(batch=batch, concurrency=concurrency,
+                                     lease_seconds=lease_seconds, poll_seconds=poll_seconds,
+                                     max_attempts=max_attempts, base_delay=base_delay)
+    runner = relay_mod.Relay(target, parsed, options)
+    previous = {sig: signal.signal(sig, lambda *_: runner.stop())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        stats = runner.run(once=once)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if once:
+        err.print(f"delivered {stats.delivered}, retried {stats.retried}, failed {stats.failed}, "
+                  f"dead {stats.dead}", markup=False)
 # --- monitor ---------------------------------------------------------------------
 
 def _print_check(report: monitor.CheckReport) -> None:
@@ -281,6 +494,66 @@ def bench() -> None:
 
     Each needs a DSN of a server where it may create and drop a database.
     """
+
+
+@bench.command("validation")
+@dsn_option
+@json_option
+@click.option("--calls", type=click.IntRange(min=10), default=100_000, show_default=True,
+              help="Calls in the dataset.")
+@click.option("--repeat", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Timed round trips per variant.")
+def bench_validation(dsn: str | None, as_json: bool, calls: int, repeat: int) -> None:
+    """validate_booking round trip: median and p95 per variant (target p95 < 5 ms)."""
+    from orchestrator.bench import validation as bench_mod
+
+    report = bench_mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat)
+    if as_json:
+        click.echo(bench_mod.dump_json(report))
+    else:
+        bench_mod.print_report(report)
+@bench.command("circuit")
+@dsn_option
+@json_option
+@click.option("--repeat", default=2000, show_default=True, help="Timed calls per variant.")
+@click.option("--seconds", default=3.0, show_default=True, help="Duration of each throughput run.")
+@click.option("--clients", default=8, show_default=True, help="Threads in the throughput runs.")
+def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
+                  clients: int) -> None:
+    """circuit_acquire: closed path, transition path, locking variant, round-trip floor."""
+    from orchestrator.bench import circuit as bench_circuit_mod
+    from orchestrator.bench import dump_json
+
+    result = bench_circuit_mod.run(db.resolve_dsn(dsn), repeat=repeat, seconds=seconds,
+                                   clients=clients)
+    if as_json:
+        click.echo(dump_json(result))
+    else:
+        bench_circuit_mod.print_result(result, out)
+@bench.command("relay")
+@dsn_option
+@json_option
+@click.option("--alerts", type=click.IntRange(1), default=3000, show_default=True,
+              help="Alerts per throughput run.")
+@click.option("--samples", type=click.IntRange(1), default=200, show_default=True,
+              help="Alerts timed one by one for latency.")
+def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> None:
+    """Alerts/s to a local webhook with 1 and 2 relays; commit-to-delivery latency."""
+    from orchestrator.bench import dump_json, render
+    from orchestrator.bench import relay as bench_relay_mod
+
+    result = bench_relay_mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples)
+    if as_json:
+        click.echo(dump_json(result))
+        return
+    render("relay throughput (local webhook)", ["relays", "alerts", "seconds", "alerts/s", "ratio"],
+           [[r["relays"], r["alerts"], r["seconds"], r["alerts_per_s"], r["ratio"]]
+            for r in result["throughput"]], out)
+    lat = result["latency_ms"]
+    render("commit-to-delivery latency via LISTEN (ms)", ["n", "median", "p95", "p99", "min"],
+           [[lat["n"], lat["median_ms"], lat["p95_ms"], lat["p99_ms"], lat["min_ms"]]], out)
+    out.print(f"duplicates: {result['duplicates']} · targets (>= 1000 alerts/s, p99 < 200 ms): "
+              + ("met" if result["meets_targets"] else "NOT met"))
 
 
 # --- entry point ---------------------------------------------------------------

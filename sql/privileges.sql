@@ -55,3 +55,38 @@ GRANT SELECT ON
     consistency.circuit_breaker_events,
     consistency.manual_review_queue
     TO consistency_monitor;
+
+-- validation and review
+-- The application validates its bookings, rolls back the ones that failed and
+-- may queue items for people; reviewers work the queue through the functions
+-- only (no right on manual_review_queue or audit_log). The helpers they call
+-- internally run as the owner (SECURITY DEFINER) and need no grant.
+GRANT EXECUTE ON FUNCTION
+    consistency.validate_booking(bigint, bigint, text),
+    consistency.rollback_booking(bigint, text, text),
+    consistency.review_enqueue(bigint, text, jsonb, int, text)
+    TO consistency_app;
+GRANT EXECUTE ON FUNCTION
+    consistency.review_enqueue(bigint, text, jsonb, int, text),
+    consistency.review_claim(text),
+    consistency.review_resolve(bigint, text, text, text),
+    consistency.review_list(text, int)
+    TO consistency_reviewer;
+GRANT EXECUTE ON FUNCTION consistency.review_list(text, int) TO consistency_monitor;
+-- circuit
+-- The application uses the breaker through its functions only; operators
+-- (the owner) force states. The monitor reads state through circuit_status
+-- as well as the tables granted above.
+GRANT EXECUTE ON FUNCTION
+    consistency.circuit_acquire(text),
+    consistency.circuit_record_success(text),
+    consistency.circuit_record_failure(text, text),
+    consistency.circuit_status(text)
+    TO consistency_app;
+GRANT EXECUTE ON FUNCTION consistency.circuit_status(text) TO consistency_monitor;
+-- (the booking helper's review_enqueue is granted to consistency_app above)
+-- relay
+-- Delivery state holds no secrets (sinks are stored by fingerprint and a
+-- redacted name): the monitor may read it. The relay runs as the owner.
+GRANT SELECT ON consistency.relay_sinks, consistency.relay_deliveries TO consistency_monitor;
+GRANT EXECUTE ON FUNCTION consistency.relay_status() TO consistency_monitor;

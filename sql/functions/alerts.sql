@@ -1,4 +1,37 @@
--- raise_alert: the one way an alert enters the outbox.
+-- raise_alert: the way an alert enters the outbox. _insert_alert is the
+-- single writer (row + NOTIFY), for the rare caller that must not be throttled.
+
+CREATE OR REPLACE FUNCTION consistency._insert_alert(
+    p_alert_type     text,
+    p_severity       text,
+    p_entity_type    text,
+    p_entity_id      bigint,
+    p_description    text,
+    p_metadata       jsonb,
+    p_auto_corrected boolean,
+    p_detected_at    timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id, description,
+                                    metadata, detected_at, auto_corrected, corrected_at)
+    VALUES (p_alert_type, p_severity, p_entity_type, p_entity_id, coalesce(p_description, ''),
+            coalesce(p_metadata, '{}'), p_detected_at, coalesce(p_auto_corrected, false),
+            CASE WHEN p_auto_corrected THEN p_detected_at END)
+    RETURNING id INTO v_id;
+
+    -- Delivered on commit, dropped on rollback: the relay treats it as a
+    -- wake-up only and reads the outbox for the truth.
+    PERFORM pg_notify('consistency_alerts',
+                      json_build_object('id', v_id, 'alert_type', p_alert_type,
+                                        'severity', p_severity)::text);
+    RETURN v_id;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION consistency.raise_alert(
     p_alert_type     text,
@@ -15,7 +48,6 @@ AS $$
 DECLARE
     v_now    timestamptz := consistency.now();
     v_window interval;
-    v_id     bigint;
 BEGIN
     IF coalesce(btrim(p_alert_type), '') = '' THEN
         RAISE EXCEPTION 'alert_type must not be empty' USING ERRCODE = 'invalid_parameter_value';
@@ -45,18 +77,7 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id, description,
-                                    metadata, detected_at, auto_corrected, corrected_at)
-    VALUES (p_alert_type, p_severity, p_entity_type, p_entity_id, coalesce(p_description, ''),
-            coalesce(p_metadata, '{}'), v_now, coalesce(p_auto_corrected, false),
-            CASE WHEN p_auto_corrected THEN v_now END)
-    RETURNING id INTO v_id;
-
-    -- Delivered on commit, dropped on rollback: the relay treats it as a
-    -- wake-up only and reads the outbox for the truth.
-    PERFORM pg_notify('consistency_alerts',
-                      json_build_object('id', v_id, 'alert_type', p_alert_type,
-                                        'severity', p_severity)::text);
-    RETURN v_id;
+    RETURN consistency._insert_alert(p_alert_type, p_severity, p_entity_type, p_entity_id,
+                                     p_description, p_metadata, p_auto_corrected, v_now);
 END
 $$;

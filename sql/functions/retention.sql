@@ -18,12 +18,14 @@ BEGIN
 END
 $$;
 
--- An alert may leave the outbox once no relay still owes a delivery of it.
+-- An alert may leave the outbox once no relay sink still owes a delivery of
+-- it (alerts without delivery rows, e.g. when no sink was ever configured,
+-- may always go). Archiving deletes its delivered/failed delivery rows.
 CREATE OR REPLACE FUNCTION consistency._archivable(p_alert_id bigint)
 RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
-    SELECT true
+    SELECT NOT consistency._alert_has_pending_delivery(p_alert_id)
 $$;
 
 CREATE OR REPLACE FUNCTION consistency.count_archivable_alerts(p_older_than interval DEFAULT NULL)

@@ -1,0 +1,60 @@
+-- Named queries of the circuit breaker (orchestrator/breaker.py, the circuit
+-- CLI and bench). The logic is in sql/functions/circuit.sql.
+
+-- name: circuit_acquire --
+SELECT consistency.circuit_acquire(%(key)s)
+
+-- name: circuit_record_success --
+SELECT consistency.circuit_record_success(%(key)s)
+
+-- name: circuit_record_failure --
+SELECT consistency.circuit_record_failure(%(key)s, %(error)s)
+
+-- name: circuit_status --
+SELECT circuit_key, state, failure_count, success_count, last_failure_at, opened_at, closed_at
+  FROM consistency.circuit_status(%(key)s)
+
+-- name: circuit_force --
+SELECT consistency.circuit_force(%(key)s, %(state)s, %(actor)s, %(reason)s)
+
+-- name: circuit_session_setup --
+-- Every pooled connection: a transition waiting on a row lock held by a
+-- long transaction gives up, and the breaker falls back, instead of holding
+-- the booking.
+SELECT set_config('statement_timeout', %(ms)s::text, false)
+
+-- name: circuit_settings --
+-- The in-process fallback uses the same thresholds as the database.
+SELECT key, value
+  FROM consistency.settings
+ WHERE key LIKE 'circuit\_breaker.%%'
+
+-- name: circuit_review_enqueue --
+-- A booking refused by an open circuit goes to the manual review queue
+-- (review_enqueue picks the priority from the reason when it is NULL).
+SELECT consistency.review_enqueue(%(call_id)s::bigint, %(reason)s::text, %(context)s::jsonb,
+                                  %(priority)s::integer, 'circuit breaker')
+
+-- name: bench_circuit_locking_acquire --
+-- The design the issue measured against: the closed path locks the row on
+-- every call (a transaction id, a WAL record, one writer at a time). Created
+-- in the benchmark's scratch database only.
+CREATE FUNCTION consistency._bench_locking_acquire(p_key text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_state text;
+BEGIN
+    SELECT s.state INTO v_state FROM consistency.circuit_breaker_states s
+     WHERE s.circuit_key = p_key FOR UPDATE;
+    RETURN v_state IS NULL OR v_state IN ('closed', 'disabled');
+END
+$$
+
+-- name: bench_circuit_call_locking --
+SELECT consistency._bench_locking_acquire(%(key)s)
+
+-- name: bench_circuit_round_trip --
+SELECT %(key)s::text IS NOT NULL
+
+-- name: bench_circuit_record_failure --
+SELECT consistency.circuit_record_failure(%(key)s, NULL)

@@ -1,0 +1,90 @@
+"""Post-booking validation and the atomic rollback of a failed booking.
+
+Thin wrappers over ``consistency.validate_booking`` and
+``consistency.rollback_booking``: the rules live in
+``sql/functions/validation.sql``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from orchestrator import db
+from orchestrator.errors import GuardError
+from orchestrator.retry import RetryPolicy
+
+REASONS = (
+    "appointment_not_found",
+    "appointment_not_linked",
+    "appointment_wrong_call",
+    "external_booking_id_mismatch",
+    "appointment_too_old",
+    "call_flags_inconsistent",
+)
+
+
+class RollbackFailedError(GuardError):
+    """rollback_booking did not happen; nothing of it was kept. The database
+    error is the ``__cause__``."""
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    call_id: int
+    ok: bool
+    reason: str | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def appointment_id(self) -> int | None:
+        value = self.details.get("appointment_id")
+        return int(value) if value is not None else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "ok": self.ok, "reason": self.reason,
+                "details": self.details}
+
+
+def _message(exc: psycopg.Error) -> str:
+    return (exc.diag.message_primary if exc.diag else None) or db.describe_error(exc)
+
+
+def validate_booking(conn: psycopg.Connection, call_id: int, appointment_id: int | None = None,
+                     external_booking_id: str | None = None) -> ValidationResult:
+    """Run the validation cascade; bad input (unknown call, non-positive ids)
+    raises GuardError. Writes nothing."""
+    params = {"call_id": call_id, "appointment_id": appointment_id,
+              "external_booking_id": external_booking_id}
+    try:
+        ok, reason, details = conn.execute(db.query("validate_booking"), params).fetchone()
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.NoDataFound) as exc:
+        raise GuardError(_message(exc)) from exc
+    return ValidationResult(call_id, ok, reason, details or {})
+
+
+def rollback_booking(conn: psycopg.Connection, call_id: int, reason: str, *,
+                     actor: str = "system", retry: RetryPolicy | None = None) -> int:
+    """Roll the booking of ``call_id`` back; returns the alert id.
+
+    Runs in its own transaction (a savepoint when the caller already has one
+    open, then the caller's commit decides). On any error that transaction is
+    rolled back, nothing is kept, no notification escapes, and
+    RollbackFailedError is raised from the database error. With ``retry``,
+    transient errors (serialization failure, deadlock, lost connection) are
+    retried first.
+    """
+
+    def attempt() -> int:
+        with conn.transaction():
+            row = conn.execute(db.query("rollback_booking"),
+                               {"call_id": call_id, "reason": reason, "actor": actor}).fetchone()
+        return int(row[0])
+
+    try:
+        return retry.call(attempt) if retry is not None else attempt()
+    except psycopg.Error as exc:
+        raise RollbackFailedError(
+            f"rollback of call {call_id} failed, nothing was changed: {_message(exc)}") from exc

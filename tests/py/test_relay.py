@@ -1,0 +1,507 @@
+"""Alert relay against real local servers: delivery to every sink, retries,
+permanent failures, dead letters, redaction, two relays, lost notifications,
+a killed relay, a restarted PostgreSQL server, SIGTERM, a real Alertmanager."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+from pgcluster import Cluster, free_port
+from relay_servers import HttpRecorder, SmtpRecorder
+
+from orchestrator import migrate
+from orchestrator.relay import Relay, RelayOptions, parse_sink, parse_sinks
+from orchestrator.relay.httppost import retry_after_seconds
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = RelayOptions(poll_seconds=0.2, base_delay=0.02, max_delay=0.2, lease_seconds=5,
+                    probe_seconds=0.5, reconnect_max_delay=0.5)
+
+
+def raise_alerts(dsn: str, n: int, *, first: int = 1, severity: str = "critical",
+                 alert_type: str = "appointment_unlinked", at: str | None = None) -> list[int]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if at:
+            conn.execute("SELECT set_config('consistency.fake_now', %s, false)", (at,))
+        return [conn.execute("SELECT consistency.raise_alert(%s, %s, 'call', %s, %s)",
+                             (alert_type, severity, i, f"call {i} lost")).fetchone()[0]
+                for i in range(first, first + n)]
+
+
+def deliveries(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT d.alert_id, s.name, d.status, d.attempts, d.last_error, a.alert_type"
+            "  FROM consistency.relay_deliveries d"
+            "  JOIN consistency.relay_sinks s ON s.id = d.sink_id"
+            "  JOIN consistency.alerts a ON a.id = d.alert_id"
+            " ORDER BY d.alert_id, s.name").fetchall()
+
+
+def make_relay(dsn: str, urls: list[str], options: RelayOptions = FAST) -> Relay:
+    relay = Relay(dsn, parse_sinks(urls, timeout=3), options)
+    relay.register()
+    return relay
+
+
+class Background:
+    """A relay running in a thread until stopped."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.thread = threading.Thread(target=relay.run, daemon=True)
+
+    def __enter__(self) -> Relay:
+        self.thread.start()
+        assert self.relay.listening.wait(10), "relay never started listening"
+        return self.relay
+
+    def __exit__(self, *exc: object) -> None:
+        self.relay.stop()
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def http() -> HttpRecorder:
+    with HttpRecorder() as server:
+        yield server
+
+
+def test_every_alert_reaches_every_sink_once(dsn, http) -> None:
+    with SmtpRecorder() as smtp:
+        urls = [http.url("webhook+http", "/hook"), http.url("alertmanager+http"),
+                f"smtp://127.0.0.1:{smtp.port}?from=guard@example.com"
+                "&to=ops@example.com,b@example.com",
+                "stdout://"]
+        relay = make_relay(dsn, urls)
+        slack = parse_sink("slack+https://hooks.example.com/services/T/B/X"
+                           "?dashboard_url=http://dash.example/")
+        ids = raise_alerts(dsn, 5)
+        relay.run(once=True)
+
+        assert sorted(http.recorder.ids("/hook")) == ids
+        assert sorted(http.recorder.ids("/api/v2/alerts")) == ids
+        hook = http.recorder.to("/hook")[0]
+        assert hook.body["id"] == int(hook.headers["Idempotency-Key"])
+        assert hook.body["alert_type"] == "appointment_unlinked"
+        am = http.recorder.to("/api/v2/alerts")[0].body[0]
+        assert am["labels"]["alertname"] == "appointment_unlinked"
+        assert am["labels"]["severity"] == "critical"
+        assert am["labels"]["entity"].startswith("call/")
+        assert len(smtp.messages) == 5
+        assert sorted(m["Message-ID"] for m in smtp.messages) == sorted(
+            f"<alert-{i}@consistency-guard>" for i in ids)
+        assert smtp.envelopes[0] == ("guard@example.com", ["ops@example.com", "b@example.com"])
+        assert {(s, st, n) for _, s, st, n, _, _ in deliveries(dsn)} == {
+            (relay.sinks[i].name, "delivered", 1) for i in range(4)}
+        with psycopg.connect(dsn) as conn:
+            status = conn.execute("SELECT sink, status, deliveries"
+                                  "  FROM consistency.relay_status()").fetchall()
+        assert sorted(status) == sorted((s.name, "delivered", 5) for s in relay.sinks)
+
+        # Block Kit: severity, type, entity, description, dashboard link.
+        blocks = json.dumps(slack.payload(relay_alert(dsn, ids[0])))
+        for needle in ("CRITICAL", "appointment_unlinked", "call/1", "call 1 lost",
+                       "http://dash.example/", '"type": "header"'):
+            assert needle in blocks
+
+
+def relay_alert(dsn: str, alert_id: int):
+    from orchestrator.relay import Alert
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT id, alert_type, severity, entity_type, entity_id, description,"
+                           " metadata, detected_at, auto_corrected FROM consistency.alerts"
+                           " WHERE id = %s", (alert_id,)).fetchone()
+    return Alert(*row)
+
+
+def test_slack_sink_posts_block_kit(dsn, http) -> None:
+    """The Slack sink itself, aimed at the recorder over plain http."""
+    from orchestrator.relay.base import SinkURL
+    from orchestrator.relay.slack import SlackSink
+
+    sink = SlackSink(SinkURL.parse(http.url("slack+http", "/services/T/B/X")))
+    alert = relay_alert(dsn, raise_alerts(dsn, 1)[0])
+    sink.send(alert)
+    post = http.recorder.to("/services/T/B/X")[0]
+    assert post.body["blocks"][0]["type"] == "header"
+    assert f"alert #{alert.id}" in post.body["text"]
+
+
+def test_stdout_sink_through_the_cli(dsn, run_cli) -> None:
+    assert run_cli("relay", "--dsn", dsn, "--sink", "stdout://", "--once").code == 0
+    ids = raise_alerts(dsn, 2)
+    result = run_cli("relay", "--dsn", dsn, "--sink", "stdout://", "--once", "-q")
+    assert result.code == 0, result
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    assert [line["id"] for line in lines] == ids
+    assert "delivered 2" in result.err
+
+
+def test_sinks_from_environment(dsn, run_cli, monkeypatch, http) -> None:
+    monkeypatch.setenv("CONSISTENCY_SINKS",
+                       f"stdout:// {http.url('webhook+http', '/env')}?min_severity=critical")
+    assert run_cli("relay", "--dsn", dsn, "--once").code == 0
+    raise_alerts(dsn, 1, severity="warning")
+    crit = raise_alerts(dsn, 1, first=2)
+    assert run_cli("relay", "--dsn", dsn, "--once").code == 0
+    assert http.recorder.ids("/env") == crit, "min_severity=critical routes warnings away"
+
+
+def test_server_error_twice_then_ok_is_delivered_with_attempts(dsn, http) -> None:
+    http.recorder.script["/flaky"] = [(500, {}, b"boom"), (503, {}, b"busy")]
+    relay = make_relay(dsn, [http.url("webhook+http", "/flaky")])
+    [alert_id] = raise_alerts(dsn, 1)
+    stats = relay.run(once=True)
+    assert http.recorder.ids("/flaky") == [alert_id] * 3, "same idempotency key every time"
+    [(_, _, status, attempts, last_error, _)] = deliveries(dsn)
+    assert (status, attempts, last_error) == ("delivered", 3, None)
+    assert (stats.delivered, stats.retried) == (1, 2)
+
+
+def test_too_many_requests_honours_retry_after(dsn, http) -> None:
+    http.recorder.script["/limited"] = [(429, {"Retry-After": "30"}, b"slow down")]
+    relay = make_relay(dsn, [http.url("webhook+http", "/limited")])
+    raise_alerts(dsn, 1)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        assert relay.process_batch(pool) == 1
+    with psycopg.connect(dsn) as conn:
+        status, wait = conn.execute(
+            "SELECT status, extract(epoch FROM next_attempt_at - clock_timestamp())"
+            "  FROM consistency.relay_deliveries").fetchone()
+    assert status == "pending"
+    assert 25 < float(wait) <= 30
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("garbage") is None
+    assert 0 <= retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") < 1
+
+
+def test_client_error_fails_once_and_tells_the_other_sinks(dsn, http) -> None:
+    http.recorder.always["/broken"] = 400
+    relay = make_relay(dsn, [http.url("webhook+http", "/broken"), http.url("webhook+http", "/ok")])
+    [alert_id] = raise_alerts(dsn, 1)
+    relay.run(once=True)
+    assert http.recorder.ids("/broken") == [alert_id], "a 4xx is not retried"
+    ok_ids = http.recorder.ids("/ok")
+    assert ok_ids[0] == alert_id and len(ok_ids) == 2, "the healthy sink got it once, plus news"
+    failed_note = http.recorder.to("/ok")[1].body
+    assert failed_note["alert_type"] == "relay_delivery_failed"
+    assert failed_note["metadata"]["alert_id"] == alert_id
+    rows = {(a, t, st, n) for a, _, st, n, _, t in deliveries(dsn)}
+    assert (alert_id, "appointment_unlinked", "failed", 1) in rows
+    assert len([r for r in rows if r[1] == "relay_delivery_failed"]) == 1, \
+        "the failure notice is not sent back to the failing sink"
+
+
+def test_connection_refused_is_retried_then_dead(dsn) -> None:
+    relay = make_relay(dsn, [f"webhook+http://127.0.0.1:{free_port()}/nobody"],
+                       RelayOptions(**{**FAST.__dict__, "max_attempts": 2}))
+    raise_alerts(dsn, 1)
+    stats = relay.run(once=True)
+    [(_, _, status, attempts, last_error, _)] = [
+        r for r in deliveries(dsn) if r[5] != "relay_delivery_failed"]
+    assert (status, attempts, stats.retried) == ("dead", 2, 1)
+    assert "connection error" in last_error
+
+
+def test_smtp_refused_recipient_fails_without_retry(dsn) -> None:
+    with SmtpRecorder(refuse="nobody@example.com") as smtp:
+        relay = make_relay(dsn, [f"smtp://127.0.0.1:{smtp.port}?from=guard@example.com"
+                                 "&to=nobody@example.com"])
+        raise_alerts(dsn, 1)
+        relay.run(once=True)
+    [(_, _, status, attempts, last_error, _)] = [
+        r for r in deliveries(dsn) if r[5] != "relay_delivery_failed"]
+    assert (status, attempts) == ("failed", 1)
+    assert "550" in last_error
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a cert")
+def test_smtp_upgrades_with_starttls_when_offered(dsn, tmp_path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    # The server refuses mail before STARTTLS, so only an upgraded session delivers.
+    with SmtpRecorder(tls=(str(cert), str(key))) as smtp:
+        relay = make_relay(dsn, [f"smtp://127.0.0.1:{smtp.port}?from=guard@example.com"
+                                 f"&to=ops@example.com&cafile={cert}"])
+        raise_alerts(dsn, 1)
+        relay.run(once=True)
+        assert smtp.tls_sessions == [True]
+    assert [st for _, _, st, *_ in deliveries(dsn)] == ["delivered"]
+
+
+def test_smtp_digest_sends_warnings_as_one_message(dsn) -> None:
+    with SmtpRecorder() as smtp:
+        relay = make_relay(dsn, [f"smtp://127.0.0.1:{smtp.port}?from=guard@example.com"
+                                 "&to=ops@example.com&digest=1"])
+        # Raised inside one (past) window, so the test does not depend on
+        # where a clock tick falls; the window itself is tested in pgTAP.
+        warnings = raise_alerts(dsn, 3, severity="warning", at="2020-01-01 00:00:00.1+00")
+        [critical] = raise_alerts(dsn, 1, first=10)
+        relay.run(once=True)
+        subjects = sorted(m["Subject"] for m in smtp.messages)
+        assert subjects == ["[CRITICAL] appointment_unlinked on call/10",
+                            "[DIGEST] 3 alert(s): 3 warning"], subjects
+        digest = next(m for m in smtp.messages if m["Subject"].startswith("[DIGEST]"))
+        assert digest["X-Idempotency-Key"] == ",".join(map(str, warnings))
+        assert critical not in warnings
+    assert {st for _, _, st, *_ in deliveries(dsn)} == {"delivered"}
+
+
+def test_transient_failures_are_dead_lettered(dsn, http) -> None:
+    http.recorder.always["/down"] = 503
+    relay = make_relay(dsn, [http.url("webhook+http", "/down"), http.url("webhook+http", "/ok")],
+                       RelayOptions(**{**FAST.__dict__, "max_attempts": 3}))
+    [alert_id] = raise_alerts(dsn, 1, severity="warning")
+    stats = relay.run(once=True)
+    assert http.recorder.ids("/down") == [alert_id] * 3
+    assert stats.dead == 1
+    assert [p.body["alert_type"] for p in http.recorder.to("/ok")] == [
+        "appointment_unlinked", "relay_delivery_failed"]
+
+
+def test_secrets_never_reach_logs_errors_or_database(dsn, http, caplog) -> None:
+    secret_path = "/services/T000/B000/s3cr3tT0k3n"
+    http.recorder.always[secret_path] = 400
+    url = (f"webhook+http://bob:hunter2pw@127.0.0.1:{http.port}{secret_path}"
+           "?token=abcdef123456")
+    http.recorder.script[secret_path] = [(400, {}, f"bad hook {secret_path}".encode())]
+    relay = make_relay(dsn, [url, http.url("webhook+http", "/ok")])
+    raise_alerts(dsn, 1)
+    with caplog.at_level(logging.INFO, logger="consistency.relay"):
+        relay.run(once=True)
+    with psycopg.connect(dsn) as conn:
+        dumped = json.dumps(conn.execute(
+            "SELECT json_agg(t) FROM (SELECT * FROM consistency.relay_sinks) t").fetchone()[0]
+            ) + json.dumps(conn.execute(
+                "SELECT json_agg(t) FROM (SELECT * FROM consistency.relay_deliveries) t"
+            ).fetchone()[0]) + json.dumps(conn.execute(
+                "SELECT json_agg(t) FROM (SELECT * FROM consistency.alerts) t").fetchone()[0])
+    text = dumped + caplog.text + json.dumps([p.body for p in http.recorder.to("/ok")])
+    assert "bad hook ***" in text, "the error itself is kept, redacted"
+    for secret in ("hunter2pw", "s3cr3tT0k3n", "abcdef123456", "bob"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize("url", [
+    "ftp://user:hunter2pw@example.com/x",
+    "webhook+http://",
+    "smtp://user:hunter2pw@mail.example.com:25?from=a@example.com",
+    "webhook+https://h.example/x?min_severity=loud&token=hunter2pw",
+    "https://hooks.example.com/hunter2pw",
+    "no-scheme-hunter2pw",
+    "webhook+https://h.example/hunter2pw?digest=60",
+    "smtp://u:hunter2pw@h.example?from=a@example.com&to=b@example.com&digest=soon",
+])
+def test_invalid_sink_url_is_one_line_exit_2(dsn, run_cli, url) -> None:
+    result = run_cli("relay", "--dsn", dsn, "--sink", url, "--once")
+    assert result.code == 2, result
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1
+    assert "hunter2pw" not in result.err
+
+
+def test_no_sink_is_a_usage_error(dsn, run_cli, monkeypatch) -> None:
+    monkeypatch.delenv("CONSISTENCY_SINKS", raising=False)
+    result = run_cli("relay", "--dsn", dsn, "--once")
+    assert result.code == 2 and "no sink" in result.err
+
+
+def test_lost_notification_is_found_by_the_poll(dsn, http) -> None:
+    relay = make_relay(dsn, [http.url("webhook+http", "/hook")])
+    before = raise_alerts(dsn, 3)  # committed before any relay listened
+    with Background(relay):
+        assert http.recorder.wait_for(lambda: sorted(http.recorder.ids("/hook")) == before)
+        # An alert written without NOTIFY: only the poll can find it.
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            silent = conn.execute(
+                "INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id,"
+                " description) VALUES ('silent', 'critical', 'system', 1, 'no notify')"
+                " RETURNING id").fetchone()[0]
+        assert http.recorder.wait_for(lambda: silent in http.recorder.ids("/hook"), timeout=5)
+
+
+def test_two_relays_never_send_an_alert_twice(dsn, http) -> None:
+    urls = [http.url("webhook+http", "/a"), http.url("webhook+http", "/b")]
+    options = RelayOptions(**{**FAST.__dict__, "batch": 7, "concurrency": 4})
+    first, second = make_relay(dsn, urls, options), make_relay(dsn, urls, options)
+    with Background(first), Background(second):
+        ids = raise_alerts(dsn, 150)
+        assert http.recorder.wait_for(
+            lambda: len(http.recorder.to("/a")) + len(http.recorder.to("/b")) >= 300)
+        time.sleep(0.3)
+    for path in ("/a", "/b"):
+        assert sorted(http.recorder.ids(path)) == ids, f"{path}: missing or duplicated"
+    assert first.stats.delivered > 0 and second.stats.delivered > 0, "both relays shared the work"
+
+
+def test_sigterm_finishes_the_send_in_flight_and_exits_0(dsn, http) -> None:
+    http.recorder.delay = 1.0
+    proc = _spawn_relay(dsn, [http.url("webhook+http", "/slow")])
+    try:
+        _wait_registered(dsn, 1)
+        [alert_id] = raise_alerts(dsn, 1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _in_flight(dsn):
+            time.sleep(0.02)
+        assert _in_flight(dsn), "the relay never claimed the alert"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [(a, st) for a, _, st, *_ in deliveries(dsn)] == [(alert_id, "delivered")]
+
+
+def _in_flight(dsn: str) -> bool:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM consistency.relay_deliveries"
+                            " WHERE status = 'in_flight'").fetchone()[0] > 0
+
+
+def _wait_registered(dsn: str, n: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(dsn) as conn:
+            if conn.execute("SELECT count(*) FROM consistency.relay_sinks").fetchone()[0] >= n:
+                return
+        time.sleep(0.05)
+    raise AssertionError("relay did not register its sinks")
+
+
+def _spawn_relay(dsn: str, urls: list[str], *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "orchestrator.cli", "relay", "--dsn", dsn, "-q",
+            "--poll", "0.2", "--lease", "1", "--retry-delay", "0.05"]
+    for url in urls:
+        args += ["--sink", url]
+    return subprocess.Popen([*args, *extra], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+@pytest.mark.stress
+def test_relay_killed_five_times_mid_stream_loses_nothing(dsn, http) -> None:
+    url = http.url("webhook+http", "/hook")
+    raised: list[int] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        n = 1
+        while not done.is_set():
+            raised.extend(raise_alerts(dsn, 5, first=n))
+            n += 5
+            time.sleep(0.02)
+
+    proc = _spawn_relay(dsn, [url])
+    _wait_registered(dsn, 1)
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        for _ in range(5):
+            target = len(http.recorder.to("/hook")) + 20
+            assert http.recorder.wait_for(lambda t=target: len(http.recorder.to("/hook")) >= t)
+            proc.kill()  # SIGKILL: no chance to finish or release anything
+            proc.wait()
+            proc = _spawn_relay(dsn, [url])
+        done.set()
+        thread.join()
+        assert http.recorder.wait_for(
+            lambda: set(http.recorder.ids("/hook")) >= set(raised), timeout=60)
+    finally:
+        done.set()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    posts = http.recorder.to("/hook")
+    assert all(p.body["id"] == int(p.headers["Idempotency-Key"]) for p in posts), \
+        "a repeated delivery carries the alert's own idempotency key"
+    assert {st for _, _, st, *_ in deliveries(dsn)} == {"delivered"}
+    assert len(raised) > 100
+
+
+@pytest.mark.stress
+def test_postgresql_restart_under_a_running_relay(http) -> None:
+    own = Cluster()
+    own.init()
+    own.start()
+    try:
+        dsn = own.dsn()
+        migrate.migrate(dsn, env={})
+        # A poll of 30 s: within this test only LISTEN (and its catch-up on
+        # reconnect) can deliver.
+        relay = make_relay(dsn, [http.url("webhook+http", "/hook")],
+                           RelayOptions(**{**FAST.__dict__, "poll_seconds": 30}))
+        with Background(relay):
+            first = raise_alerts(dsn, 3)
+            assert http.recorder.wait_for(lambda: sorted(http.recorder.ids("/hook")) == first)
+            own.stop()
+            time.sleep(0.5)
+            own.start()
+            second = raise_alerts(dsn, 3, first=10)
+            assert http.recorder.wait_for(
+                lambda: sorted(http.recorder.ids("/hook")) == first + second, timeout=30)
+            third = raise_alerts(dsn, 1, first=20)
+            assert http.recorder.wait_for(lambda: third[0] in http.recorder.ids("/hook"),
+                                          timeout=10), "the listen connection came back"
+        assert relay.stats.reconnects >= 1
+    finally:
+        own.destroy()
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or "/usr/bin/prometheus-alertmanager"
+
+
+@pytest.mark.skipif(not os.path.exists(ALERTMANAGER),
+                    reason="prometheus-alertmanager is not installed (apt-get install "
+                           "prometheus-alertmanager)")
+def test_real_alertmanager_receives_alerts(dsn, tmp_path) -> None:
+    port = free_port()
+    config = tmp_path / "alertmanager.yml"
+    config.write_text("route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n")
+    proc = subprocess.Popen(
+        [ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/-/ready", timeout=1).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("alertmanager did not start")
+                time.sleep(0.1)
+        relay = make_relay(dsn, [f"alertmanager+http://127.0.0.1:{port}"
+                                 "?dashboard_url=http://dash.example/"])
+        ids = raise_alerts(dsn, 2)
+        relay.run(once=True)
+        got = json.loads(urllib.request.urlopen(f"{base}/api/v2/alerts", timeout=5).read())
+        labels = sorted((a["labels"] for a in got), key=lambda la: int(la["alert_id"]))
+        assert [int(la["alert_id"]) for la in labels] == ids
+        assert labels[0]["alertname"] == "appointment_unlinked"
+        assert labels[0]["severity"] == "critical"
+        assert labels[0]["entity"] == "call/1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
