@@ -146,3 +146,18 @@ def test_every_loop_survives_a_server_restart_and_stops_on_sigterm() -> None:
         assert "Traceback" not in err
     finally:
         own.destroy()
+
+
+def test_retention_keeps_alerts_a_sink_still_waits_for(conn, dsn, run_cli) -> None:
+    conn.execute("SELECT consistency.relay_register_sink('fp-test', 'webhook+http://x', 'webhook')")
+    conn.execute("SET consistency.fake_now = '2001-01-01 00:00:00+00'")
+    pending, delivered = (
+        conn.execute(f"SELECT consistency.raise_alert('old', 'warning', 'system', {i}, 'x')"
+                     ).fetchone()[0] for i in (1, 2))
+    conn.execute("RESET consistency.fake_now")
+    conn.execute("UPDATE consistency.relay_deliveries SET status = 'delivered', "
+                 "delivered_at = now() WHERE alert_id = %s", [delivered])
+    conn.commit()
+    assert "archived 1 alert(s)" in run_cli("retention", "run", "--dsn", dsn).out
+    left = [r[0] for r in conn.execute("SELECT id FROM consistency.alerts")]
+    assert left == [pending]
