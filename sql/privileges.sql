@@ -55,3 +55,9 @@ GRANT SELECT ON
     consistency.circuit_breaker_events,
     consistency.manual_review_queue
     TO consistency_monitor;
+
+-- guarantees
+-- Trigger functions run as the writing role; violations() is read-only and
+-- runs with the caller's rights. resync_calls() writes the guarded counter:
+-- owner only (the monitor's SECURITY DEFINER check functions call it).
+GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consistency_monitor;
