@@ -161,7 +161,7 @@ def bench() -> None:
 @click.option("--calls", type=click.IntRange(min=100), default=100_000, show_default=True,
               help="Calls in the data set (as many appointments, ~60 % of calls linked).")
 @click.option("--repeat", type=click.IntRange(min=1), default=15, show_default=True,
-              help="Timed samples per workload and variant (after 2 warm-up runs).")
+              help="Timed samples per workload and variant (after one warm-up round).")
 @json_option
 def bench_triggers(dsn: str | None, calls: int, repeat: int, as_json: bool) -> None:
     """Cost of the guarantees: no guard vs row-level triggers vs the guard."""

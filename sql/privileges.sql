@@ -61,4 +61,7 @@ GRANT SELECT ON
 -- runs with the caller's rights. resync_calls() writes the guarded counter:
 -- owner only (the monitor's SECURITY DEFINER check functions call it).
 GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consistency_monitor;
-GRANT EXECUTE ON FUNCTION consistency._alert_unlinked(bigint, bigint[]) TO consistency_app;
+GRANT EXECUTE ON FUNCTION
+    consistency._alert_unlinked(bigint, bigint[]),
+    consistency._recheck_outcome(bigint[])
+    TO consistency_app;

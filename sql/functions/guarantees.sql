@@ -26,23 +26,37 @@ RETURNS trigger
 LANGUAGE plpgsql
 SET enable_hashjoin = off
 AS $$
+DECLARE
+    v_recheck bigint[];
 BEGIN
     -- Inserts only add active appointments: no call can lose its last one here.
-    UPDATE public.calls c
-       SET active_appointment_count = c.active_appointment_count + d.delta,
-           appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta > 0
-                                           THEN 'linked' ELSE c.appointment_link_status END,
-           appointment_made         = c.active_appointment_count + d.delta > 0,
-           appointment_linked_at    = CASE WHEN c.appointment_link_status <> 'linked'
-                                            AND c.active_appointment_count + d.delta > 0
-                                           THEN consistency.now()
-                                           ELSE c.appointment_linked_at END
-      FROM (SELECT n.call_id, count(*)::integer AS delta
-              FROM new_rows n
-             WHERE n.call_id IS NOT NULL AND n.deleted_at IS NULL AND n.status <> 'cancelled'
-             GROUP BY n.call_id
-             ORDER BY n.call_id) d
-     WHERE c.id = d.call_id;
+    WITH d AS (
+        SELECT n.call_id, count(*)::integer AS delta
+          FROM new_rows n
+         WHERE n.call_id IS NOT NULL AND n.deleted_at IS NULL AND n.status <> 'cancelled'
+         GROUP BY n.call_id
+         ORDER BY n.call_id
+    ), u AS (
+        UPDATE public.calls c
+           SET active_appointment_count = c.active_appointment_count + d.delta,
+               appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta > 0
+                                               THEN 'linked' ELSE c.appointment_link_status END,
+               appointment_made         = c.active_appointment_count + d.delta > 0,
+               appointment_linked_at    = CASE WHEN c.appointment_link_status <> 'linked'
+                                                AND c.active_appointment_count + d.delta > 0
+                                               THEN consistency.now()
+                                               ELSE c.appointment_linked_at END
+          FROM d
+         WHERE c.id = d.call_id
+        RETURNING c.id, c.active_appointment_count AS n, c.session_outcome
+    )
+    SELECT array_agg(u.id) INTO v_recheck
+      FROM u
+     WHERE u.n > 0 AND u.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled');
+
+    IF v_recheck IS NOT NULL THEN
+        PERFORM consistency._recheck_outcome(v_recheck);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -54,6 +68,7 @@ SET enable_hashjoin = off
 AS $$
 DECLARE
     v_unlinked bigint[];
+    v_recheck  bigint[];
 BEGIN
     -- -1 for every old active row, +1 for every new active row, per call:
     -- rows whose call_id, status and deleted_at did not change cancel out and
@@ -84,9 +99,13 @@ BEGIN
                                                ELSE c.appointment_linked_at END
           FROM d
          WHERE c.id = d.call_id
-        RETURNING c.id, c.active_appointment_count AS n, d.delta
+        RETURNING c.id, c.active_appointment_count AS n, d.delta, c.session_outcome
     )
-    SELECT array_agg(u.id) INTO v_unlinked FROM u WHERE u.n <= 0 AND u.delta < 0;
+    SELECT array_agg(u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0),
+           array_agg(u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
+                                         NOT IN ('appointment_booked', 'appointment_rescheduled'))
+      INTO v_unlinked, v_recheck
+      FROM u;
 
     IF v_unlinked IS NOT NULL THEN
         PERFORM consistency._alert_unlinked(o.call_id, array_agg(o.id ORDER BY o.id))
@@ -94,6 +113,9 @@ BEGIN
           WHERE o.call_id = ANY (v_unlinked) AND o.deleted_at IS NULL AND o.status <> 'cancelled'
           GROUP BY o.call_id
           ORDER BY o.call_id;
+    END IF;
+    IF v_recheck IS NOT NULL THEN
+        PERFORM consistency._recheck_outcome(v_recheck);
     END IF;
     RETURN NULL;
 END
@@ -108,7 +130,8 @@ DECLARE
     v_unlinked bigint[];
 BEGIN
     -- A call deleted in this statement (ON DELETE SET NULL fires the UPDATE
-    -- trigger) is invisible here and simply not updated.
+    -- trigger) is invisible here and simply not updated. Counts only go down,
+    -- so G5 cannot newly apply.
     WITH d AS (
         SELECT o.call_id, -count(*)::integer AS delta
           FROM old_rows o
@@ -137,6 +160,18 @@ BEGIN
     END IF;
     RETURN NULL;
 END
+$$;
+
+-- G5 for calls the sync just linked: the sync's UPDATE does not write
+-- session_outcome (so that it skips the call-rule trigger), so calls whose
+-- outcome now contradicts their appointments get a second, rare write of
+-- that column, which runs the rule (correction and alert) in one place.
+-- These calls are already locked by this transaction.
+CREATE OR REPLACE FUNCTION consistency._recheck_outcome(p_call_ids bigint[])
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+    UPDATE public.calls SET session_outcome = session_outcome WHERE id = ANY (p_call_ids)
 $$;
 
 -- G3: one alert per call that lost its last active appointment in a statement.
@@ -179,11 +214,18 @@ DECLARE
     v_written_status  text := NEW.appointment_link_status;
     v_written_outcome text := NEW.session_outcome;
 BEGIN
+    -- The counter changes only through the sync triggers (nested, so never
+    -- here) and resync_calls(); a direct write would break G1 for good.
     IF TG_OP = 'INSERT' AND NEW.active_appointment_count IS DISTINCT FROM 0 THEN
-        -- A new call cannot have appointments yet; the counter is the guard's.
         RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'leave it out of the INSERT; it counts the call''s active appointments';
+                  HINT = 'leave it out of the INSERT: a new call has no appointments yet';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.active_appointment_count IS DISTINCT FROM OLD.active_appointment_count
+       AND current_setting('consistency.resyncing', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'write appointments instead; consistency.resync_calls() repairs a drifted count';
     END IF;
 
     v_linked := NEW.active_appointment_count > 0;
@@ -263,22 +305,6 @@ BEGIN
         NEW.customer_link_method := NULL;
     END IF;
 
-    RETURN NEW;
-END
-$$;
-
--- The counter only changes through the sync triggers (nested in a trigger)
--- and resync_calls(); a direct write would silently break G1 for good.
-CREATE OR REPLACE FUNCTION consistency._call_counter_guard()
-RETURNS trigger
-LANGUAGE plpgsql
-AS $$
-BEGIN
-    IF current_setting('consistency.resyncing', true) IS DISTINCT FROM 'on' THEN
-        RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'write appointments instead; consistency.resync_calls() repairs a drifted count';
-    END IF;
     RETURN NEW;
 END
 $$;
