@@ -15,7 +15,7 @@ def test_bench_triggers_runs_every_variant_and_workload(cluster, run_cli) -> Non
     for entry in data["workloads"].values():
         assert {"baseline", "row_level", "guard"} <= set(entry)
         assert entry["ratio"]["baseline"] == 1.0
-        assert entry["guard"]["n"] == 2 and entry["guard"]["median_ms"] > 0
+        assert entry["guard"]["n"] >= 2 and entry["guard"]["median_ms"] > 0
         assert entry["violations"] == 0, "the guard left a violation behind"
 
 
