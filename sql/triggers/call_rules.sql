@@ -51,7 +51,6 @@ CREATE TRIGGER calls_rules_update
 -- refuses direct writes of the counter (resync_calls() is let through by a
 -- transaction-local setting) and corrects G1/G2 (and G4, G5) like the rule
 -- trigger above; a corrected row does not fire anything again.
-DROP TRIGGER IF EXISTS calls_counter_guard ON public.calls;
 DROP TRIGGER IF EXISTS calls_link_guard ON public.calls;
 CREATE TRIGGER calls_link_guard
     BEFORE UPDATE OF appointment_made, appointment_link_status, active_appointment_count

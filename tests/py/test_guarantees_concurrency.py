@@ -283,3 +283,52 @@ def test_randomized_concurrent_writers_leave_no_violation(conn, connect) -> None
     assert violations == [], f"violations after {stats}: {violations}"
     assert conn.execute("SELECT count(*) FROM calls WHERE id = ANY(%s) AND "
                         "appointment_link_status = 'linked'", (hot,)).fetchone()[0] > 0
+
+
+def test_counter_backfill_under_concurrent_writers(empty_db: str) -> None:
+    """Upgrading to 0004 while an application keeps writing appointments
+    leaves every counter and link right (the migration locks, then counts)."""
+    from orchestrator import migrate
+
+    migrate.migrate(empty_db, upto="0003_roles", env={})
+    with psycopg.connect(empty_db, autocommit=True) as setup:
+        calls = [r[0] for r in setup.execute(
+            "INSERT INTO calls (external_call_id) SELECT 'bf-' || g FROM generate_series(1, 10) g "
+            "RETURNING id").fetchall()]
+    stop = threading.Event()
+    done: list[int] = []
+
+    def writer(seed: int) -> None:
+        rnd = random.Random(seed)
+        with psycopg.connect(empty_db, autocommit=True) as c:
+            c.execute("SET lock_timeout = '20s'")
+            i = 0
+            while not stop.is_set():
+                i += 1
+                if rnd.random() < 0.6:
+                    c.execute(INSERT_SECOND, (rnd.choice(calls), f"bf-{seed}-{i}"))
+                else:
+                    c.execute("DELETE FROM appointments WHERE id = (SELECT min(id) "
+                              "FROM appointments WHERE call_id = %s)", (rnd.choice(calls),))
+            done.append(i)
+
+    def upgrade() -> None:
+        try:
+            time.sleep(0.3)
+            migrate.migrate(empty_db, env={})
+            time.sleep(0.3)
+        finally:
+            stop.set()
+
+    workers = [lambda seed=seed: writer(seed) for seed in range(2)]
+    migrated = threading.Thread(target=upgrade)
+    migrated.start()
+    try:
+        _run_threads(workers)
+    finally:
+        stop.set()
+        migrated.join(60)
+    assert sum(done) > 20, "the writers barely ran"
+    with psycopg.connect(empty_db) as check:
+        assert check.execute("SELECT * FROM consistency.violations()").fetchall() == []
+        assert check.execute("SELECT sum(active_appointment_count) FROM calls").fetchone()[0] > 0
