@@ -9,9 +9,10 @@
 -- link fields are derived from the new counter in the same SET list, hence
 -- from the newest version too.
 --
--- Call side (G2, G4-G7): BEFORE ROW triggers whose WHEN clauses are true only
--- for rows that break a rule, so the sync UPDATE above (which writes
--- consistent rows) and unrelated application writes never call PL/pgSQL.
+-- Call side (G2, G4-G7): BEFORE ROW triggers (sql/triggers/call_rules.sql)
+-- limited by column lists and WHEN clauses, so that unrelated application
+-- writes never call PL/pgSQL and the sync UPDATE above (which writes
+-- consistent rows, and none of the rule columns) skips them on a bitmap test.
 --
 -- Lock order: every statement locks calls in ascending id order (deltas are
 -- sorted by call id and joined by nested loop or merge join, never by hash
