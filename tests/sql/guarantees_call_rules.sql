@@ -2,7 +2,7 @@
 -- (direction), G7 (customer): single-row, multi-row and many single-row
 -- statements in one transaction.
 BEGIN;
-SELECT plan(37);
+SELECT plan(38);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -200,6 +200,19 @@ SELECT is((SELECT customer_link_status FROM calls WHERE id = 35), 'failed',
 UPDATE calls SET status = 'completed', updated_at = now();
 SELECT is((SELECT count(*)::int FROM consistency.alerts WHERE detected_at = '2030-01-02 08:00:00+00'), 0,
           'updating unrelated columns of every call raises nothing');
+
+-- the same paths as the application role
+SET LOCAL ROLE consistency_app;
+INSERT INTO calls (id, external_call_id, session_outcome) VALUES (900, 'as-app', 'spam');
+INSERT INTO appointments (call_id, external_booking_id)
+SELECT id, 'as-app-b' FROM calls WHERE external_call_id = 'as-app';
+UPDATE calls SET appointment_made = false WHERE external_call_id = 'as-app';
+RESET ROLE;
+SELECT results_eq($$ SELECT c.session_outcome, c.appointment_made, count(a.id)::int
+                       FROM calls c JOIN consistency.alerts a ON a.entity_id = c.id
+                      WHERE c.external_call_id = 'as-app' GROUP BY 1, 2 $$,
+                  $$ VALUES ('appointment_booked', true, 2) $$,
+                  'as consistency_app: G5 through the sync and G2 corrected, two alerts');
 
 SELECT is_empty($$ SELECT * FROM consistency.violations() $$, 'violations() is empty at the end');
 
