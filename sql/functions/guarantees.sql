@@ -68,20 +68,22 @@ LANGUAGE plpgsql
 SET enable_hashjoin = off
 AS $$
 DECLARE
-    v_unlinked bigint[];
-    v_recheck  bigint[];
+    v_recheck bigint[];
+    v_alerts  bigint;
 BEGIN
     -- -1 for every old active row, +1 for every new active row, per call:
     -- rows whose call_id, status and deleted_at did not change cancel out and
     -- the HAVING drops them, so an UPDATE of unrelated columns writes nothing
-    -- and needs no join of the two transition tables.
+    -- and needs no join of the two transition tables. The ids of the rows
+    -- that left are kept for the G3 alert, so nothing is read twice.
     WITH d AS (
-        SELECT x.call_id, sum(x.delta)::integer AS delta
-          FROM (SELECT o.call_id, -1 AS delta
+        SELECT x.call_id, sum(x.delta)::integer AS delta,
+               array_agg(x.id) FILTER (WHERE x.delta < 0) AS gone
+          FROM (SELECT o.call_id, o.id, -1 AS delta
                   FROM old_rows o
                  WHERE o.call_id IS NOT NULL AND o.deleted_at IS NULL AND o.status <> 'cancelled'
                 UNION ALL
-                SELECT n.call_id, 1
+                SELECT n.call_id, n.id, 1
                   FROM new_rows n
                  WHERE n.call_id IS NOT NULL AND n.deleted_at IS NULL AND n.status <> 'cancelled') x
          GROUP BY x.call_id
@@ -100,21 +102,17 @@ BEGIN
                                                ELSE c.appointment_linked_at END
           FROM d
          WHERE c.id = d.call_id
-        RETURNING c.id, c.active_appointment_count AS n, d.delta, c.session_outcome
+        RETURNING c.id, c.active_appointment_count AS n, d.delta, d.gone, c.session_outcome
     )
-    SELECT array_agg(u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0),
-           array_agg(u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
-                                         NOT IN ('appointment_booked', 'appointment_rescheduled'))
-      INTO v_unlinked, v_recheck
-      FROM u;
+    SELECT array_agg(u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
+                                         NOT IN ('appointment_booked', 'appointment_rescheduled')),
+           count(g.alert_id)
+      INTO v_recheck, v_alerts
+      FROM u
+      -- G3, in the same statement: calls whose count just dropped to zero.
+      LEFT JOIN LATERAL (SELECT consistency._alert_unlinked(u.id, u.gone) AS alert_id
+                          WHERE u.n <= 0 AND u.delta < 0) g ON true;
 
-    IF v_unlinked IS NOT NULL THEN
-        PERFORM consistency._alert_unlinked(o.call_id, array_agg(o.id ORDER BY o.id))
-           FROM old_rows o
-          WHERE o.call_id = ANY (v_unlinked) AND o.deleted_at IS NULL AND o.status <> 'cancelled'
-          GROUP BY o.call_id
-          ORDER BY o.call_id;
-    END IF;
     IF v_recheck IS NOT NULL THEN
         PERFORM consistency._recheck_outcome(v_recheck);
     END IF;
@@ -128,13 +126,13 @@ LANGUAGE plpgsql
 SET enable_hashjoin = off
 AS $$
 DECLARE
-    v_unlinked bigint[];
+    v_alerts bigint;
 BEGIN
     -- A call deleted in this statement (ON DELETE SET NULL fires the UPDATE
     -- trigger) is invisible here and simply not updated. Counts only go down,
     -- so G5 cannot newly apply.
     WITH d AS (
-        SELECT o.call_id, -count(*)::integer AS delta
+        SELECT o.call_id, -count(*)::integer AS delta, array_agg(o.id) AS gone
           FROM old_rows o
          WHERE o.call_id IS NOT NULL AND o.deleted_at IS NULL AND o.status <> 'cancelled'
          GROUP BY o.call_id
@@ -148,17 +146,10 @@ BEGIN
                appointment_made         = c.active_appointment_count + d.delta > 0
           FROM d
          WHERE c.id = d.call_id
-        RETURNING c.id, c.active_appointment_count AS n
+        RETURNING c.id, c.active_appointment_count AS n, d.gone
     )
-    SELECT array_agg(u.id) INTO v_unlinked FROM u WHERE u.n <= 0;
-
-    IF v_unlinked IS NOT NULL THEN
-        PERFORM consistency._alert_unlinked(o.call_id, array_agg(o.id ORDER BY o.id))
-           FROM old_rows o
-          WHERE o.call_id = ANY (v_unlinked) AND o.deleted_at IS NULL AND o.status <> 'cancelled'
-          GROUP BY o.call_id
-          ORDER BY o.call_id;
-    END IF;
+    -- G3, in the same statement: calls whose count just dropped to zero.
+    SELECT count(consistency._alert_unlinked(u.id, u.gone)) INTO v_alerts FROM u WHERE u.n <= 0;
     RETURN NULL;
 END
 $$;
@@ -175,7 +166,8 @@ AS $$
     UPDATE public.calls SET session_outcome = session_outcome WHERE id = ANY (p_call_ids)
 $$;
 
--- G3: one alert per call that lost its last active appointment in a statement.
+-- G3: one alert per call that lost its last active appointment in a
+-- statement; appointment_id is the highest of the appointments that left.
 CREATE OR REPLACE FUNCTION consistency._alert_unlinked(p_call_id bigint, p_appointment_ids bigint[])
 RETURNS bigint
 LANGUAGE sql VOLATILE
@@ -183,10 +175,11 @@ AS $$
     SELECT consistency.raise_alert(
         'appointment_unlinked', 'warning', 'call', p_call_id,
         format('call %s lost its last active appointment (%s); link status set to cancelled',
-               p_call_id, array_to_string(p_appointment_ids, ', ')),
-        jsonb_build_object('appointment_id', p_appointment_ids[cardinality(p_appointment_ids)],
-                           'appointment_ids', to_jsonb(p_appointment_ids)),
+               p_call_id, array_to_string(ids, ', ')),
+        jsonb_build_object('appointment_id', ids[cardinality(ids)],
+                           'appointment_ids', to_jsonb(ids)),
         true)
+      FROM (SELECT array_agg(x ORDER BY x) AS ids FROM unnest(p_appointment_ids) AS x) s
 $$;
 
 -- TRUNCATE has no transition table: recount everything.
