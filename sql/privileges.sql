@@ -62,6 +62,6 @@ GRANT SELECT ON
 -- owner only (the monitor's SECURITY DEFINER check functions call it).
 GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consistency_monitor;
 GRANT EXECUTE ON FUNCTION
-    consistency._alert_unlinked(bigint, bigint[]),
+    consistency._alert_unlinked(bigint, bigint, integer),
     consistency._recheck_outcome(bigint[])
     TO consistency_app;

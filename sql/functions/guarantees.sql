@@ -78,7 +78,8 @@ BEGIN
     -- that left are kept for the G3 alert, so nothing is read twice.
     WITH d AS (
         SELECT x.call_id, sum(x.delta)::integer AS delta,
-               array_agg(x.id) FILTER (WHERE x.delta < 0) AS gone
+               max(x.id) FILTER (WHERE x.delta < 0) AS gone,
+               count(*) FILTER (WHERE x.delta < 0)::integer AS gone_count
           FROM (SELECT o.call_id, o.id, -1 AS delta
                   FROM old_rows o
                  WHERE o.call_id IS NOT NULL AND o.deleted_at IS NULL AND o.status <> 'cancelled'
@@ -102,7 +103,8 @@ BEGIN
                                                ELSE c.appointment_linked_at END
           FROM d
          WHERE c.id = d.call_id
-        RETURNING c.id, c.active_appointment_count AS n, d.delta, d.gone, c.session_outcome
+        RETURNING c.id, c.active_appointment_count AS n, d.delta, d.gone, d.gone_count,
+                  c.session_outcome
     )
     SELECT array_agg(u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
                                          NOT IN ('appointment_booked', 'appointment_rescheduled')),
@@ -110,7 +112,7 @@ BEGIN
       INTO v_recheck, v_alerts
       FROM u
       -- G3, in the same statement: calls whose count just dropped to zero.
-      LEFT JOIN LATERAL (SELECT consistency._alert_unlinked(u.id, u.gone) AS alert_id
+      LEFT JOIN LATERAL (SELECT consistency._alert_unlinked(u.id, u.gone, u.gone_count) AS alert_id
                           WHERE u.n <= 0 AND u.delta < 0) g ON true;
 
     IF v_recheck IS NOT NULL THEN
@@ -132,7 +134,7 @@ BEGIN
     -- trigger) is invisible here and simply not updated. Counts only go down,
     -- so G5 cannot newly apply.
     WITH d AS (
-        SELECT o.call_id, -count(*)::integer AS delta, array_agg(o.id) AS gone
+        SELECT o.call_id, -count(*)::integer AS delta, max(o.id) AS gone
           FROM old_rows o
          WHERE o.call_id IS NOT NULL AND o.deleted_at IS NULL AND o.status <> 'cancelled'
          GROUP BY o.call_id
@@ -146,10 +148,12 @@ BEGIN
                appointment_made         = c.active_appointment_count + d.delta > 0
           FROM d
          WHERE c.id = d.call_id
-        RETURNING c.id, c.active_appointment_count AS n, d.gone
+        RETURNING c.id, c.active_appointment_count AS n, d.gone, -d.delta AS gone_count
     )
     -- G3, in the same statement: calls whose count just dropped to zero.
-    SELECT count(consistency._alert_unlinked(u.id, u.gone)) INTO v_alerts FROM u WHERE u.n <= 0;
+    SELECT count(consistency._alert_unlinked(u.id, u.gone, u.gone_count)) INTO v_alerts
+      FROM u
+     WHERE u.n <= 0;
     RETURN NULL;
 END
 $$;
@@ -167,19 +171,19 @@ AS $$
 $$;
 
 -- G3: one alert per call that lost its last active appointment in a
--- statement; appointment_id is the highest of the appointments that left.
-CREATE OR REPLACE FUNCTION consistency._alert_unlinked(p_call_id bigint, p_appointment_ids bigint[])
+-- statement; appointment_id is the (highest) appointment that left, and
+-- appointments_removed how many left the call in that statement.
+CREATE OR REPLACE FUNCTION consistency._alert_unlinked(p_call_id bigint, p_appointment_id bigint,
+                                                       p_removed integer)
 RETURNS bigint
 LANGUAGE sql VOLATILE
 AS $$
     SELECT consistency.raise_alert(
         'appointment_unlinked', 'warning', 'call', p_call_id,
         format('call %s lost its last active appointment (%s); link status set to cancelled',
-               p_call_id, array_to_string(ids, ', ')),
-        jsonb_build_object('appointment_id', ids[cardinality(ids)],
-                           'appointment_ids', to_jsonb(ids)),
+               p_call_id, p_appointment_id),
+        jsonb_build_object('appointment_id', p_appointment_id, 'appointments_removed', p_removed),
         true)
-      FROM (SELECT array_agg(x ORDER BY x) AS ids FROM unnest(p_appointment_ids) AS x) s
 $$;
 
 -- TRUNCATE has no transition table: recount everything.

@@ -2,7 +2,7 @@
 -- (losing the last one), for single-row, multi-row and many single-row
 -- statements in one transaction.
 BEGIN;
-SELECT plan(36);
+SELECT plan(37);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -64,6 +64,7 @@ SELECT results_eq($$ SELECT alert_type, severity, entity_type, (metadata->>'appo
                   'one appointment_unlinked alert (warning, call) carrying the appointment id');
 
 -- all six appointments of calls 4 and 5 in one statement
+CREATE TEMP TABLE last_of_4 AS SELECT max(id) AS id FROM appointments WHERE call_id = 4;
 DELETE FROM appointments WHERE call_id IN (4, 5);
 SELECT results_eq($$ SELECT id, status, made, n FROM link WHERE id IN (4, 5) ORDER BY id $$,
                   $$ VALUES (4::bigint, 'cancelled', false, 0), (5::bigint, 'cancelled', false, 0) $$,
@@ -72,6 +73,10 @@ SELECT results_eq($$ SELECT call_id, count(*)::int FROM unlinked_alerts WHERE ca
                       GROUP BY call_id ORDER BY call_id $$,
                   $$ VALUES (4::bigint, 1), (5::bigint, 1) $$,
                   'multi-row delete: exactly one alert per call');
+SELECT results_eq($$ SELECT (metadata->>'appointment_id')::bigint, (metadata->>'appointments_removed')::int
+                       FROM consistency.alerts WHERE alert_type = 'appointment_unlinked' AND entity_id = 4 $$,
+                  $$ SELECT id, 6 FROM last_of_4 $$,
+                  'the alert names the highest appointment that left and how many left');
 
 DO $$
 DECLARE
