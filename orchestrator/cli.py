@@ -554,6 +554,25 @@ def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> No
            [[lat["n"], lat["median_ms"], lat["p95_ms"], lat["p99_ms"], lat["min_ms"]]], out)
     out.print(f"duplicates: {result['duplicates']} · targets (>= 1000 alerts/s, p99 < 200 ms): "
               + ("met" if result["meets_targets"] else "NOT met"))
+@bench.command("triggers")
+@dsn_option
+@click.option("--calls", type=click.IntRange(min=100), default=100_000, show_default=True,
+              help="Calls in the data set (as many appointments, ~60 % of calls linked).")
+@click.option("--repeat", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Timed samples per workload and variant (after one warm-up round).")
+@json_option
+def bench_triggers(dsn: str | None, calls: int, repeat: int, as_json: bool) -> None:
+    """Cost of the guarantees: no guard vs row-level triggers vs the guard."""
+    from orchestrator.bench import dump_json, render
+    from orchestrator.bench import triggers as bench_mod
+
+    results = bench_mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat,
+                            progress=None if as_json else (lambda m: err.print(m, style="dim")))
+    if as_json:
+        click.echo(dump_json(results))
+        return
+    render(f"bench triggers: {calls} calls, median of {repeat} (ms)", bench_mod.COLUMNS,
+           bench_mod.table_rows(results), console=out)
 
 
 # --- entry point ---------------------------------------------------------------

@@ -90,3 +90,12 @@ GRANT EXECUTE ON FUNCTION consistency.circuit_status(text) TO consistency_monito
 -- redacted name): the monitor may read it. The relay runs as the owner.
 GRANT SELECT ON consistency.relay_sinks, consistency.relay_deliveries TO consistency_monitor;
 GRANT EXECUTE ON FUNCTION consistency.relay_status() TO consistency_monitor;
+-- guarantees
+-- Trigger functions run as the writing role; violations() is read-only and
+-- runs with the caller's rights. resync_calls() writes the guarded counter:
+-- owner only (the monitor's SECURITY DEFINER check functions call it).
+GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consistency_monitor;
+GRANT EXECUTE ON FUNCTION
+    consistency._alert_unlinked(bigint, bigint, integer),
+    consistency._recheck_outcome(bigint[])
+    TO consistency_app;

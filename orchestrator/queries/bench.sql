@@ -10,7 +10,7 @@ INSERT INTO public.calls (external_call_id, company_id, customer_id, direction, 
                           from_number, to_number, session_outcome, external_booking_id,
                           appointment_made, appointment_link_status, appointment_linked_at,
                           customer_link_status, customer_linked_at, customer_link_method,
-                          created_at)
+                          created_at, active_appointment_count)
 SELECT 'bench-call-' || g,
        1 + g %% 50,
        CASE WHEN g %% 3 = 0 THEN g END,
@@ -26,7 +26,16 @@ SELECT 'bench-call-' || g,
        CASE WHEN g %% 3 = 0 THEN 'linked' ELSE 'unlinked' END,
        CASE WHEN g %% 3 = 0 THEN now() - make_interval(secs => (%(calls)s - g) * %(spread)s) END,
        CASE WHEN g %% 3 = 0 THEN 'phone_match' END,
-       now() - make_interval(secs => (%(calls)s - g) * %(spread)s)
+       now() - make_interval(secs => (%(calls)s - g) * %(spread)s),
+       -- Active appointments that bench_load_appointments will give this call:
+       -- rank r of the call among linked calls (in id order), L linked calls in
+       -- all; its first appointment (n = 0) is row r, its second (n = 1, also
+       -- active) row L + r, and only the first %(appointments)s rows are loaded.
+       CASE WHEN g %% 10 < 6 THEN
+           ((g / 10) * 6 + g %% 10 <= %(appointments)s)::int
+         + ((%(calls)s / 10) * 6 + least(%(calls)s %% 10, 5) + (g / 10) * 6 + g %% 10
+                <= %(appointments)s)::int
+       ELSE 0 END
   FROM generate_series(1, %(calls)s) AS g
 
 -- name: bench_load_appointments --

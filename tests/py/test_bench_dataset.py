@@ -16,3 +16,10 @@ def test_dataset_is_consistent_and_sized(conn) -> None:
                   AND a.deleted_at IS NULL AND a.status <> 'cancelled')
             OR c.appointment_made <> (c.appointment_link_status = 'linked')""").fetchone()[0]
     assert wrong == 0
+
+
+def test_dataset_counters_match_the_appointments(conn) -> None:
+    for calls, appointments in ((1000, None), (997, 700), (1003, 1500)):
+        conn.execute("TRUNCATE calls, appointments")
+        load_dataset(conn, calls=calls, appointments=appointments)
+        assert conn.execute("SELECT count(*) FROM consistency.violations()").fetchone()[0] == 0

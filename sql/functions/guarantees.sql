@@ -1,0 +1,415 @@
+-- Guarantees G1-G7 (see DESIGN.md "Guarantees").
+--
+-- Appointment side (G1, G3): statement-level AFTER triggers turn the
+-- transition tables into one delta per call and apply them with ONE relative
+-- UPDATE of calls per statement (n = n + delta). Under READ COMMITTED an
+-- UPDATE that finds its row changed by a concurrent, committed writer
+-- re-evaluates the SET list against the newest row version, so a relative
+-- update composes with every concurrent writer, in every commit order. The
+-- link fields are derived from the new counter in the same SET list, hence
+-- from the newest version too.
+--
+-- Call side (G2, G4-G7): BEFORE ROW triggers (sql/triggers/call_rules.sql)
+-- limited by column lists and WHEN clauses, so that unrelated application
+-- writes never call PL/pgSQL and the sync UPDATE above (which writes
+-- consistent rows, and none of the rule columns) skips them on a bitmap test.
+--
+-- Lock order: every statement locks calls in ascending id order (deltas are
+-- sorted by call id and joined by nested loop or merge join, never by hash
+-- join, whose order follows the physical table), so two batches touching the
+-- same calls in opposite orders wait for each other instead of deadlocking.
+
+-- ---------------------------------------------------------------------------
+-- Appointment side
+
+CREATE OR REPLACE FUNCTION consistency._link_sync_insert()
+RETURNS trigger
+LANGUAGE plpgsql
+SET enable_hashjoin = off
+AS $$
+DECLARE
+    v_recheck bigint[];
+BEGIN
+    -- Inserts only add active appointments: no call can lose its last one here.
+    WITH d AS (
+        SELECT n.call_id, count(*)::integer AS delta
+          FROM new_rows n
+         WHERE n.call_id IS NOT NULL AND n.deleted_at IS NULL AND n.status <> 'cancelled'
+         GROUP BY n.call_id
+         ORDER BY n.call_id
+    ), u AS (
+        UPDATE public.calls c
+           SET active_appointment_count = c.active_appointment_count + d.delta,
+               appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta > 0
+                                               THEN 'linked' ELSE c.appointment_link_status END,
+               appointment_made         = c.active_appointment_count + d.delta > 0,
+               appointment_linked_at    = CASE WHEN c.appointment_link_status <> 'linked'
+                                                AND c.active_appointment_count + d.delta > 0
+                                               THEN consistency.now()
+                                               ELSE c.appointment_linked_at END
+          FROM d
+         WHERE c.id = d.call_id
+        RETURNING c.id, c.active_appointment_count AS n, c.session_outcome
+    )
+    SELECT array_agg(u.id) INTO v_recheck
+      FROM u
+     WHERE u.n > 0 AND u.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled');
+
+    IF v_recheck IS NOT NULL THEN
+        PERFORM consistency._recheck_outcome(v_recheck);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._link_sync_update()
+RETURNS trigger
+LANGUAGE plpgsql
+SET enable_hashjoin = off
+AS $$
+DECLARE
+    v_recheck bigint[];
+    v_alerts  bigint;
+BEGIN
+    -- -1 for every old active row, +1 for every new active row, per call:
+    -- rows whose call_id, status and deleted_at did not change cancel out and
+    -- the HAVING drops them, so an UPDATE of unrelated columns writes nothing
+    -- and needs no join of the two transition tables. The ids of the rows
+    -- that left are kept for the G3 alert, so nothing is read twice.
+    WITH d AS (
+        SELECT x.call_id, sum(x.delta)::integer AS delta,
+               max(x.id) FILTER (WHERE x.delta < 0) AS gone,
+               count(*) FILTER (WHERE x.delta < 0)::integer AS gone_count
+          FROM (SELECT o.call_id, o.id, -1 AS delta
+                  FROM old_rows o
+                 WHERE o.call_id IS NOT NULL AND o.deleted_at IS NULL AND o.status <> 'cancelled'
+                UNION ALL
+                SELECT n.call_id, n.id, 1
+                  FROM new_rows n
+                 WHERE n.call_id IS NOT NULL AND n.deleted_at IS NULL AND n.status <> 'cancelled') x
+         GROUP BY x.call_id
+        HAVING sum(x.delta) <> 0
+         ORDER BY x.call_id
+    ), u AS (
+        UPDATE public.calls c
+           SET active_appointment_count = c.active_appointment_count + d.delta,
+               appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta > 0 THEN 'linked'
+                                               WHEN c.appointment_link_status = 'linked' THEN 'cancelled'
+                                               ELSE c.appointment_link_status END,
+               appointment_made         = c.active_appointment_count + d.delta > 0,
+               appointment_linked_at    = CASE WHEN c.appointment_link_status <> 'linked'
+                                                AND c.active_appointment_count + d.delta > 0
+                                               THEN consistency.now()
+                                               ELSE c.appointment_linked_at END
+          FROM d
+         WHERE c.id = d.call_id
+        RETURNING c.id, c.active_appointment_count AS n, d.delta, d.gone, d.gone_count,
+                  c.session_outcome
+    )
+    SELECT array_agg(u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
+                                         NOT IN ('appointment_booked', 'appointment_rescheduled')),
+           count(g.alert_id)
+      INTO v_recheck, v_alerts
+      FROM u
+      -- G3, in the same statement: calls whose count just dropped to zero.
+      LEFT JOIN LATERAL (SELECT consistency._alert_unlinked(u.id, u.gone, u.gone_count) AS alert_id
+                          WHERE u.n <= 0 AND u.delta < 0) g ON true;
+
+    IF v_recheck IS NOT NULL THEN
+        PERFORM consistency._recheck_outcome(v_recheck);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._link_sync_delete()
+RETURNS trigger
+LANGUAGE plpgsql
+SET enable_hashjoin = off
+AS $$
+DECLARE
+    v_alerts bigint;
+BEGIN
+    -- A call deleted in this statement (ON DELETE SET NULL fires the UPDATE
+    -- trigger) is invisible here and simply not updated. Counts only go down,
+    -- so G5 cannot newly apply.
+    WITH d AS (
+        SELECT o.call_id, -count(*)::integer AS delta, max(o.id) AS gone
+          FROM old_rows o
+         WHERE o.call_id IS NOT NULL AND o.deleted_at IS NULL AND o.status <> 'cancelled'
+         GROUP BY o.call_id
+         ORDER BY o.call_id
+    ), u AS (
+        UPDATE public.calls c
+           SET active_appointment_count = c.active_appointment_count + d.delta,
+               appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta > 0 THEN 'linked'
+                                               WHEN c.appointment_link_status = 'linked' THEN 'cancelled'
+                                               ELSE c.appointment_link_status END,
+               appointment_made         = c.active_appointment_count + d.delta > 0
+          FROM d
+         WHERE c.id = d.call_id
+        RETURNING c.id, c.active_appointment_count AS n, d.gone, -d.delta AS gone_count
+    )
+    -- G3, in the same statement: calls whose count just dropped to zero.
+    SELECT count(consistency._alert_unlinked(u.id, u.gone, u.gone_count)) INTO v_alerts
+      FROM u
+     WHERE u.n <= 0;
+    RETURN NULL;
+END
+$$;
+
+-- G5 for calls the sync just linked: the sync's UPDATE does not write
+-- session_outcome (so that it skips the call-rule trigger), so calls whose
+-- outcome now contradicts their appointments get a second, rare write of
+-- that column, which runs the rule (correction and alert) in one place.
+-- These calls are already locked by this transaction.
+CREATE OR REPLACE FUNCTION consistency._recheck_outcome(p_call_ids bigint[])
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+    UPDATE public.calls SET session_outcome = session_outcome WHERE id = ANY (p_call_ids)
+$$;
+
+-- G3: one alert per call that lost its last active appointment in a
+-- statement; appointment_id is the (highest) appointment that left, and
+-- appointments_removed how many left the call in that statement.
+CREATE OR REPLACE FUNCTION consistency._alert_unlinked(p_call_id bigint, p_appointment_id bigint,
+                                                       p_removed integer)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT consistency.raise_alert(
+        'appointment_unlinked', 'warning', 'call', p_call_id,
+        format('call %s lost its last active appointment (%s); link status set to cancelled',
+               p_call_id, p_appointment_id),
+        jsonb_build_object('appointment_id', p_appointment_id, 'appointments_removed', p_removed),
+        true)
+$$;
+
+-- TRUNCATE has no transition table: recount everything.
+CREATE OR REPLACE FUNCTION consistency._link_sync_truncate()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM consistency._resync(NULL);
+    RETURN NULL;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Call side
+
+-- G2, G4-G7 for one row. Only called when the trigger's WHEN clause found a
+-- rule broken (or, on INSERT, a row that needs defaults), so it may be plain.
+CREATE OR REPLACE FUNCTION consistency._call_rules()
+RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_linked          boolean;
+    v_written_made    boolean := NEW.appointment_made;
+    v_written_status  text := NEW.appointment_link_status;
+    v_written_outcome text := NEW.session_outcome;
+BEGIN
+    -- The counter changes only through the sync triggers (nested, so never
+    -- here) and resync_calls(); a direct write would break G1 for good.
+    IF TG_OP = 'INSERT' AND NEW.active_appointment_count IS DISTINCT FROM 0 THEN
+        RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'leave it out of the INSERT: a new call has no appointments yet';
+    END IF;
+    IF TG_OP = 'UPDATE' AND NEW.active_appointment_count IS DISTINCT FROM OLD.active_appointment_count
+       AND current_setting('consistency.resyncing', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'write appointments instead; consistency.resync_calls() repairs a drifted count';
+    END IF;
+
+    v_linked := NEW.active_appointment_count > 0;
+
+    -- G1/G2: link status and flag follow the appointments, whatever was written.
+    IF v_linked THEN
+        IF NEW.appointment_link_status IS DISTINCT FROM 'linked' THEN
+            NEW.appointment_link_status := 'linked';
+            NEW.appointment_linked_at := consistency.now();
+        END IF;
+        NEW.appointment_made := true;
+    ELSE
+        IF NEW.appointment_link_status = 'linked' THEN
+            NEW.appointment_link_status := CASE
+                WHEN TG_OP = 'UPDATE' AND OLD.appointment_link_status <> 'linked'
+                THEN OLD.appointment_link_status ELSE 'unlinked' END;
+        END IF;
+        NEW.appointment_made := false;
+        -- G4: booked but no appointment yet: a booking in flight.
+        IF NEW.session_outcome = 'appointment_booked'
+           AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed') THEN
+            NEW.appointment_link_status := 'pending_creation';
+        END IF;
+    END IF;
+
+    -- G5: a call with an active appointment booked something.
+    IF v_linked AND NEW.session_outcome IS NOT NULL
+       AND NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled') THEN
+        NEW.session_outcome := 'appointment_booked';
+        PERFORM consistency.raise_alert(
+            'session_outcome_corrected', 'warning', 'call', NEW.id,
+            format('call %s has %s active appointment(s) but session_outcome %s; set to appointment_booked',
+                   NEW.id, NEW.active_appointment_count, v_written_outcome),
+            jsonb_build_object('written', v_written_outcome, 'corrected', NEW.session_outcome,
+                               'active_appointments', NEW.active_appointment_count),
+            true);
+    END IF;
+
+    -- G2 alert: the write claimed a link state the appointments contradict.
+    -- A booking in flight (G4) is not yet an inconsistency: no alert.
+    IF (v_written_made IS DISTINCT FROM v_linked
+        OR (v_written_status = 'linked') IS DISTINCT FROM v_linked)
+       AND NEW.appointment_link_status <> 'pending_creation' THEN
+        PERFORM consistency.raise_alert(
+            'appointment_made_mismatch', 'warning', 'call', NEW.id,
+            format('call %s written with appointment_made=%s, link status %s, but it has %s active '
+                   'appointment(s); corrected', NEW.id, v_written_made, v_written_status,
+                   NEW.active_appointment_count),
+            jsonb_build_object('written_appointment_made', v_written_made,
+                               'written_link_status', v_written_status,
+                               'appointment_made', NEW.appointment_made,
+                               'link_status', NEW.appointment_link_status,
+                               'active_appointments', NEW.active_appointment_count),
+            true);
+    END IF;
+
+    -- G6
+    IF NEW.direction IS NULL OR NEW.direction = '' THEN
+        NEW.direction := 'inbound';
+    END IF;
+
+    -- G7
+    IF NEW.customer_id IS NOT NULL THEN
+        IF NEW.customer_link_status IS DISTINCT FROM 'linked' OR NEW.customer_linked_at IS NULL
+           OR (TG_OP = 'UPDATE' AND NEW.customer_id IS DISTINCT FROM OLD.customer_id) THEN
+            NEW.customer_link_status := 'linked';
+            -- A time written with the customer is kept; otherwise linking is now.
+            IF NEW.customer_linked_at IS NULL
+               OR (TG_OP = 'UPDATE' AND NEW.customer_linked_at IS NOT DISTINCT FROM OLD.customer_linked_at) THEN
+                NEW.customer_linked_at := consistency.now();
+            END IF;
+            NEW.customer_link_method := coalesce(NEW.customer_link_method, 'phone_match');
+        END IF;
+    ELSIF NEW.customer_link_status = 'linked' THEN
+        NEW.customer_link_status := 'unlinked';
+        NEW.customer_linked_at := NULL;
+        NEW.customer_link_method := NULL;
+    END IF;
+
+    RETURN NEW;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- Repair and inspection
+
+-- Recompute counter and link fields of the given calls (NULL: all) from the
+-- appointments; returns how many calls were changed. Used by the monitor
+-- after a TRUNCATE, disabled triggers or a restore left the counter wrong.
+CREATE OR REPLACE FUNCTION consistency._resync(p_call_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql
+SET enable_hashjoin = off
+AS $$
+DECLARE
+    v_changed integer;
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- The recount must see every commit that precedes our locks, which a
+        -- transaction snapshot taken earlier would not.
+        RAISE EXCEPTION 'resync_calls needs READ COMMITTED, not %', current_setting('transaction_isolation')
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
+
+    -- First lock, in id order like the sync triggers: waits for every writer
+    -- that already changed these calls' counters. The recount below is a new
+    -- statement, so its snapshot sees their commits; writers that come later
+    -- queue behind our locks and add their delta to the true count.
+    PERFORM 1
+       FROM public.calls c
+      WHERE p_call_ids IS NULL OR c.id = ANY (p_call_ids)
+      ORDER BY c.id
+        FOR NO KEY UPDATE;
+
+    PERFORM pg_catalog.set_config('consistency.resyncing', 'on', true);
+    WITH t AS (
+        SELECT c.id, count(a.id)::integer AS n
+          FROM public.calls c
+          LEFT JOIN public.appointments a
+                 ON a.call_id = c.id AND a.deleted_at IS NULL AND a.status <> 'cancelled'
+         WHERE p_call_ids IS NULL OR c.id = ANY (p_call_ids)
+         GROUP BY c.id
+    )
+    UPDATE public.calls c
+       SET active_appointment_count = t.n,
+           appointment_link_status  = CASE WHEN t.n > 0 THEN 'linked'
+                                           WHEN c.appointment_link_status = 'linked' THEN 'cancelled'
+                                           ELSE c.appointment_link_status END,
+           appointment_made         = t.n > 0,
+           appointment_linked_at    = CASE WHEN t.n > 0 AND c.appointment_link_status <> 'linked'
+                                           THEN consistency.now()
+                                           ELSE c.appointment_linked_at END
+      FROM t
+     WHERE c.id = t.id
+       AND (c.active_appointment_count <> t.n
+            OR (c.appointment_link_status = 'linked') <> (t.n > 0)
+            OR c.appointment_made <> (t.n > 0));
+    GET DIAGNOSTICS v_changed = ROW_COUNT;
+    PERFORM pg_catalog.set_config('consistency.resyncing', 'off', true);
+    RETURN v_changed;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency.resync_calls(p_call_ids bigint[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT consistency._resync(p_call_ids) $$;
+
+COMMENT ON FUNCTION consistency.resync_calls(bigint[]) IS
+    'Recompute active_appointment_count and the link fields of these calls (NULL: all) from '
+    'their appointments, locking them in id order; returns the number of calls changed.';
+
+-- Every call that breaks G1 or G2, or whose counter disagrees with its
+-- appointments (which would break G1 on the next change). Writes nothing.
+CREATE OR REPLACE FUNCTION consistency.violations()
+RETURNS TABLE (call_id bigint, rule text, expected text, actual text)
+LANGUAGE sql STABLE
+AS $$
+    WITH t AS (
+        SELECT c.id, c.appointment_link_status, c.appointment_made, c.active_appointment_count,
+               count(a.id)::integer AS n
+          FROM public.calls c
+          LEFT JOIN public.appointments a
+                 ON a.call_id = c.id AND a.deleted_at IS NULL AND a.status <> 'cancelled'
+         GROUP BY c.id
+    )
+    SELECT t.id, v.rule, v.expected, v.actual
+      FROM t
+     CROSS JOIN LATERAL (VALUES
+           ('G1_link',
+            CASE WHEN t.n > 0 THEN 'linked' ELSE 'not linked' END,
+            t.appointment_link_status,
+            (t.appointment_link_status = 'linked') <> (t.n > 0)),
+           ('G2_flag',
+            (t.appointment_link_status = 'linked')::text,
+            t.appointment_made::text,
+            t.appointment_made <> (t.appointment_link_status = 'linked')),
+           ('active_appointment_count',
+            t.n::text,
+            t.active_appointment_count::text,
+            t.active_appointment_count <> t.n)) AS v(rule, expected, actual, broken)
+     WHERE v.broken
+     ORDER BY t.id, v.rule
+$$;
+
+COMMENT ON FUNCTION consistency.violations() IS
+    'Calls breaking G1 (link status vs active appointments), G2 (appointment_made vs link status) '
+    'or whose active_appointment_count is wrong; read-only.';

@@ -1,0 +1,60 @@
+-- G2, G4-G7 on calls, and the guard of the appointment counter. BEFORE ROW
+-- triggers that only adjust NEW. Their WHEN clauses are the rules themselves:
+-- true only for a row that breaks one, so consistent writes (including every
+-- UPDATE made by the appointment sync) never enter PL/pgSQL, and a corrected
+-- row cannot fire them again (no loops, one alert of a kind per change).
+DROP TRIGGER IF EXISTS calls_rules_insert ON public.calls;
+CREATE TRIGGER calls_rules_insert
+    BEFORE INSERT ON public.calls
+    FOR EACH ROW
+    WHEN (NEW.active_appointment_count IS DISTINCT FROM 0
+          OR NEW.appointment_made
+          OR NEW.appointment_link_status = 'linked'
+          OR (NEW.session_outcome = 'appointment_booked'
+              AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
+          OR NEW.direction IS NULL OR NEW.direction = ''
+          OR (NEW.customer_id IS NULL AND NEW.customer_link_status = 'linked')
+          OR (NEW.customer_id IS NOT NULL
+              AND (NEW.customer_link_status IS DISTINCT FROM 'linked'
+                   OR NEW.customer_linked_at IS NULL OR NEW.customer_link_method IS NULL)))
+    EXECUTE FUNCTION consistency._call_rules();
+
+-- Columns the appointment sync never writes: its UPDATE skips this trigger
+-- on a bitmap test, before the WHEN clause is even prepared (PostgreSQL
+-- prepares a WHEN clause once per statement, which would cost a single-row
+-- sync more than the rest of its work).
+DROP TRIGGER IF EXISTS calls_rules_update ON public.calls;
+CREATE TRIGGER calls_rules_update
+    BEFORE UPDATE OF session_outcome, direction, customer_id, customer_link_status,
+                     customer_linked_at, customer_link_method
+    ON public.calls
+    FOR EACH ROW
+    WHEN (NEW.appointment_made IS DISTINCT FROM (NEW.active_appointment_count > 0)
+          OR (NEW.appointment_link_status = 'linked') IS DISTINCT FROM (NEW.active_appointment_count > 0)
+          OR (NEW.active_appointment_count = 0
+              AND NEW.session_outcome = 'appointment_booked'
+              AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
+          OR (NEW.active_appointment_count > 0
+              AND NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled'))
+          OR NEW.direction IS NULL OR NEW.direction = ''
+          OR (NEW.customer_id IS NULL AND NEW.customer_link_status = 'linked')
+          OR (NEW.customer_id IS NOT NULL
+              AND (NEW.customer_link_status IS DISTINCT FROM 'linked'
+                   OR NEW.customer_linked_at IS NULL OR NEW.customer_link_method IS NULL
+                   OR NEW.customer_id IS DISTINCT FROM OLD.customer_id)))
+    EXECUTE FUNCTION consistency._call_rules();
+
+-- The link columns are written by the sync triggers too, so this one cannot
+-- skip them by column. pg_trigger_depth() in a WHEN clause is the depth of
+-- the statement being checked: 0 for an application's own UPDATE, >= 1 for
+-- the sync's, which writes consistent values by construction. The function
+-- refuses direct writes of the counter (resync_calls() is let through by a
+-- transaction-local setting) and corrects G1/G2 (and G4, G5) like the rule
+-- trigger above; a corrected row does not fire anything again.
+DROP TRIGGER IF EXISTS calls_link_guard ON public.calls;
+CREATE TRIGGER calls_link_guard
+    BEFORE UPDATE OF appointment_made, appointment_link_status, active_appointment_count
+    ON public.calls
+    FOR EACH ROW
+    WHEN (pg_trigger_depth() = 0)
+    EXECUTE FUNCTION consistency._call_rules();
