@@ -192,6 +192,12 @@ BEGIN
     -- alert, review item, audit), one call at a time inside one statement.
     SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_missing
       FROM consistency._rule_missing_appointment(v_since) r;
+    -- A phantom booking usually comes with a drifted counter (the write that
+    -- made it bypassed the triggers); the call-side rules trust the counter,
+    -- so repair it first or the rollback would be "corrected" back to linked.
+    IF v_missing IS NOT NULL THEN
+        PERFORM consistency.resync_calls(v_missing);
+    END IF;
     SELECT count(*), count(alert_id) INTO v_found, v_alerted
       FROM (SELECT consistency.rollback_booking(id,
                        'consistency check: booking without an active appointment',

@@ -19,7 +19,8 @@ DRIFT = """
 SET session_replication_role = replica;
 INSERT INTO calls (external_call_id, direction, session_outcome, appointment_made,
                    appointment_link_status, created_at)
-SELECT 'drift-' || g, NULL, 'appointment_booked', false, 'unlinked', now() - interval '5 minutes'
+SELECT 'drift-' || g, 'inbound', 'appointment_booked', false, 'unlinked',
+       now() - interval '5 minutes'
   FROM generate_series(1, %(n)s) g;
 SET session_replication_role = origin;
 """
@@ -32,6 +33,12 @@ def drift(conn: psycopg.Connection, n: int = 5) -> None:
 
 def test_concurrent_runs_do_not_double_correct_or_alert(conn, connect) -> None:
     drift(conn, 20)
+    conn.execute("""
+        SET session_replication_role = replica;
+        INSERT INTO calls (external_call_id, direction)
+        SELECT 'no-direction-' || g, NULL FROM generate_series(1, 5) g;
+        SET session_replication_role = origin;""")
+    conn.commit()
     first, second = connect(), connect()
     first.execute("SELECT * FROM consistency.run_check()")  # holds the run lock
     result: list = []
@@ -48,7 +55,7 @@ def test_concurrent_runs_do_not_double_correct_or_alert(conn, connect) -> None:
     first.commit()
     thread.join(timeout=30)
     by_rule = {r[0]: r[1:] for r in result}
-    assert by_rule["missing_direction"] == (0, 0, 0)
+    assert by_rule["missing_direction"] == (0, 0, 0), "corrected twice"
     assert by_rule["session_outcome_mismatch"] == (20, 0, 0)
     alerts = conn.execute("SELECT count(*) FROM consistency.alerts "
                           "WHERE alert_type = 'session_outcome_mismatch'").fetchone()[0]
@@ -149,7 +156,8 @@ def test_every_loop_survives_a_server_restart_and_stops_on_sigterm() -> None:
 
 
 def test_retention_keeps_alerts_a_sink_still_waits_for(conn, dsn, run_cli) -> None:
-    conn.execute("SELECT consistency.relay_register_sink('fp-test', 'webhook+http://x', 'webhook')")
+    conn.execute("SELECT consistency.relay_register_sink(%s, 'webhook+http://x', 'webhook')",
+                 ["a" * 64])
     conn.execute("SET consistency.fake_now = '2001-01-01 00:00:00+00'")
     pending, delivered = (
         conn.execute(f"SELECT consistency.raise_alert('old', 'warning', 'system', {i}, 'x')"

@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(24);
+SELECT plan(25);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -99,12 +99,16 @@ SELECT results_eq(
               ('orphaned_appointment', 1, 0, 0), ('recent_failure', 3, 0, 0) $$,
     'a second run corrects nothing more and its alerts are throttled');
 
--- a wider window reaches the old call
+-- a wider window reaches the old call. Fixing its direction is a write, so
+-- the call-side rules run on it: G4 makes the booked call without appointment
+-- pending_creation, which is overdue, so it is rolled back in the same run.
 SELECT results_eq(
     $$ SELECT rule, found FROM consistency.run_check('2 days') WHERE rule IN
-         ('session_outcome_mismatch', 'missing_direction') $$,
-    $$ VALUES ('session_outcome_mismatch', 2), ('missing_direction', 1) $$,
+         ('session_outcome_mismatch', 'missing_appointment', 'missing_direction') $$,
+    $$ VALUES ('session_outcome_mismatch', 1), ('missing_appointment', 1), ('missing_direction', 1) $$,
     'only the window counts: a 2-day window finds the old drift');
+SELECT is((SELECT appointment_link_status FROM public.calls WHERE id = 8), 'creation_failed',
+          'the old phantom booking was rolled back');
 
 SELECT * FROM finish();
 ROLLBACK;
