@@ -496,6 +496,23 @@ def bench() -> None:
     """
 
 
+@bench.command("check")
+@dsn_option
+@json_option
+@click.option("--calls", "sizes", type=click.IntRange(min=100), multiple=True,
+              help="Dataset sizes (repeatable; default 100000 and 1000000).")
+@click.option("--repeat", type=click.IntRange(min=1), default=7, show_default=True)
+def bench_check(dsn: str | None, as_json: bool, sizes: tuple[int, ...], repeat: int) -> None:
+    """run_check on the last hour and on the whole table, ~1 % drift."""
+    from orchestrator.bench import check as bench_mod
+
+    report = bench_mod.run(db.resolve_dsn(dsn), sizes or (100_000, 1_000_000), repeat)
+    if as_json:
+        click.echo(bench_mod.dump_json(report))
+    else:
+        bench_mod.print_report(report)
+
+
 @bench.command("validation")
 @dsn_option
 @json_option

@@ -169,3 +169,10 @@ def test_retention_keeps_alerts_a_sink_still_waits_for(conn, dsn, run_cli) -> No
     assert "archived 1 alert(s)" in run_cli("retention", "run", "--dsn", dsn).out
     left = [r[0] for r in conn.execute("SELECT id FROM consistency.alerts")]
     assert left == [pending]
+
+
+def test_bench_check_smoke(cluster, run_cli) -> None:
+    result = run_cli("bench", "check", "--dsn", cluster.dsn(), "--calls", "2000", "--repeat", "2",
+                     "--json")
+    assert result.code == 0, result
+    assert '"scope": "whole table"' in result.out and '"found": ' in result.out
