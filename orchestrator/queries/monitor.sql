@@ -44,4 +44,5 @@ SELECT sum(found), sum(corrected) FROM consistency.run_check(%(window)s::interva
 
 -- name: bench_check_plan --
 EXPLAIN (COSTS OFF)
-SELECT * FROM consistency._rule_inconsistent_link_status(consistency.now() - %(window)s::interval)
+SELECT * FROM consistency._rule_inconsistent_link_status(consistency.now() - %(window)s::interval,
+                                                        consistency.now())

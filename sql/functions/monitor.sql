@@ -4,33 +4,29 @@
 -- status <> 'cancelled'. Truth is always the appointments table, never the
 -- guard's own counter: the monitor exists for the writes that bypassed it.
 
-CREATE OR REPLACE FUNCTION consistency._active_appointments(p_call_id bigint)
-RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-    SELECT count(*) FROM public.appointments a
-     WHERE a.call_id = p_call_id AND a.deleted_at IS NULL AND a.status <> 'cancelled'
-$$;
+-- Rules take "now" as a parameter: consistency.now() is volatile, and a
+-- volatile call would keep the planner from inlining the rule into its
+-- caller, where the window or the call id become index conditions.
 
 -- missing_appointment: a booking that never produced an appointment. Either
 -- still pending after max age, or flagged made while nothing active exists.
 CREATE OR REPLACE FUNCTION consistency._rule_missing_appointment(
-    p_since timestamptz, p_call_id bigint DEFAULT NULL)
+    p_since timestamptz, p_now timestamptz)
 RETURNS TABLE (call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
 AS $$
     SELECT c.id,
            jsonb_build_object('appointment_link_status', c.appointment_link_status,
                               'appointment_made', c.appointment_made,
-                              'age_seconds', round(extract(epoch FROM consistency.now() - c.created_at)),
+                              'age_seconds',
+                              round(extract(epoch FROM p_now - c.created_at)),
                               'max_age_seconds',
                               consistency.setting_int('validation.max_appointment_age_seconds'))
       FROM public.calls c
-     WHERE (p_call_id IS NULL OR c.id = p_call_id)
-       AND (p_since IS NULL OR c.created_at >= p_since)
+     WHERE c.created_at >= p_since
        AND (c.appointment_made
             OR (c.appointment_link_status = 'pending_creation'
-                AND c.created_at < consistency.now() - make_interval(
+                AND c.created_at < p_now - make_interval(
                         secs => consistency.setting_int('validation.max_appointment_age_seconds'))))
        AND NOT EXISTS (SELECT 1 FROM public.appointments a
                         WHERE a.call_id = c.id AND a.deleted_at IS NULL AND a.status <> 'cancelled')
@@ -39,7 +35,7 @@ $$;
 -- inconsistent_link_status: link fields (or the guard's counter) disagree
 -- with the appointments. Calls of missing_appointment are that rule's alone.
 CREATE OR REPLACE FUNCTION consistency._rule_inconsistent_link_status(
-    p_since timestamptz, p_call_id bigint DEFAULT NULL)
+    p_since timestamptz, p_now timestamptz)
 RETURNS TABLE (call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
 AS $$
@@ -52,55 +48,51 @@ AS $$
      CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM public.appointments a
                           WHERE a.call_id = c.id AND a.deleted_at IS NULL
                             AND a.status <> 'cancelled') t
-     WHERE (p_call_id IS NULL OR c.id = p_call_id)
-       AND (p_since IS NULL OR c.created_at >= p_since)
+     WHERE c.created_at >= p_since
        AND ((t.n > 0) <> (c.appointment_link_status = 'linked')
             OR c.appointment_made <> (c.appointment_link_status = 'linked')
             OR c.active_appointment_count <> t.n)
        AND NOT (t.n = 0 AND (c.appointment_made
                 OR (c.appointment_link_status = 'pending_creation'
-                    AND c.created_at < consistency.now() - make_interval(
+                    AND c.created_at < p_now - make_interval(
                         secs => consistency.setting_int('validation.max_appointment_age_seconds')))))
 $$;
 
 -- session_outcome_mismatch: the agent said "booked" but nothing was made,
 -- and the call is not in a state that explains it.
 CREATE OR REPLACE FUNCTION consistency._rule_session_outcome_mismatch(
-    p_since timestamptz, p_call_id bigint DEFAULT NULL)
+    p_since timestamptz, p_now timestamptz)
 RETURNS TABLE (call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
 AS $$
     SELECT c.id, jsonb_build_object('session_outcome', c.session_outcome,
                                     'appointment_link_status', c.appointment_link_status)
       FROM public.calls c
-     WHERE (p_call_id IS NULL OR c.id = p_call_id)
-       AND (p_since IS NULL OR c.created_at >= p_since)
+     WHERE c.created_at >= p_since
        AND c.session_outcome IN ('appointment_booked', 'appointment_rescheduled')
        AND NOT c.appointment_made
        AND c.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed')
 $$;
 
 CREATE OR REPLACE FUNCTION consistency._rule_missing_direction(
-    p_since timestamptz, p_call_id bigint DEFAULT NULL)
+    p_since timestamptz, p_now timestamptz)
 RETURNS TABLE (call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
 AS $$
     SELECT c.id, jsonb_build_object('direction', c.direction)
       FROM public.calls c
-     WHERE (p_call_id IS NULL OR c.id = p_call_id)
-       AND (p_since IS NULL OR c.created_at >= p_since)
+     WHERE c.created_at >= p_since
        AND (c.direction IS NULL OR c.direction = '')
 $$;
 
 CREATE OR REPLACE FUNCTION consistency._rule_recent_failure(
-    p_since timestamptz, p_call_id bigint DEFAULT NULL)
+    p_since timestamptz, p_now timestamptz)
 RETURNS TABLE (call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
 AS $$
     SELECT c.id, jsonb_build_object('booking_failure_reason', c.booking_failure_reason)
       FROM public.calls c
-     WHERE (p_call_id IS NULL OR c.id = p_call_id)
-       AND (p_since IS NULL OR c.created_at >= p_since)
+     WHERE c.created_at >= p_since
        AND c.booking_failed
 $$;
 
@@ -122,7 +114,7 @@ AS $$
      WHERE a.call_id IS NULL
        AND a.source = 'voice_agent'
        AND a.deleted_at IS NULL
-       AND (p_since IS NULL OR a.created_at >= p_since)
+       AND a.created_at >= p_since
 $$;
 
 CREATE OR REPLACE FUNCTION consistency.run_check(p_window interval DEFAULT NULL)
@@ -134,6 +126,7 @@ DECLARE
     v_started   timestamptz := clock_timestamp();
     v_window    interval := coalesce(p_window,
                     make_interval(hours => consistency.setting_int('monitoring.recent_hours')));
+    v_now       timestamptz := consistency.now();
     v_since     timestamptz;
     v_waited    numeric;
     v_ids       bigint[];
@@ -147,7 +140,7 @@ BEGIN
         RAISE EXCEPTION 'window must be positive, got %', v_window
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    v_since := consistency.now() - v_window;
+    v_since := v_now - v_window;
 
     -- One run at a time: a second run waits here, then starts from the first
     -- one's committed corrections, so nothing is corrected or alerted twice.
@@ -160,7 +153,7 @@ BEGIN
     -- missing_direction: fixed in place.
     WITH fixed AS (
         UPDATE public.calls c SET direction = 'inbound'
-          FROM consistency._rule_missing_direction(v_since) r
+          FROM consistency._rule_missing_direction(v_since, v_now) r
          WHERE c.id = r.call_id
         RETURNING c.id)
     SELECT count(*) INTO v_found FROM fixed;
@@ -191,7 +184,7 @@ BEGIN
     -- missing_appointment: the rollback path (creation_failed, critical
     -- alert, review item, audit), one call at a time inside one statement.
     SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_missing
-      FROM consistency._rule_missing_appointment(v_since) r;
+      FROM consistency._rule_missing_appointment(v_since, v_now) r;
     -- A phantom booking usually comes with a drifted counter (the write that
     -- made it bypassed the triggers); the call-side rules trust the counter,
     -- so repair it first or the rollback would be "corrected" back to linked.
@@ -208,14 +201,13 @@ BEGIN
 
     -- inconsistent_link_status: recompute from the appointments, then alert.
     SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_ids
-      FROM consistency._rule_inconsistent_link_status(v_since) r
+      FROM consistency._rule_inconsistent_link_status(v_since, v_now) r
      WHERE r.call_id <> ALL (coalesce(v_missing, '{}'));
     v_found := coalesce(cardinality(v_ids), 0);
     v_corrected := 0;
     IF v_found > 0 THEN
-        PERFORM consistency.resync_calls(v_ids);
-        SELECT count(*) INTO v_corrected FROM unnest(v_ids) AS id
-         WHERE NOT EXISTS (SELECT 1 FROM consistency._rule_inconsistent_link_status(NULL, id));
+        -- resync_calls counts the calls it rewrote: each found call must be.
+        v_corrected := consistency.resync_calls(v_ids);
     END IF;
     SELECT count(alert_id) INTO v_alerted
       FROM (SELECT consistency.raise_alert('inconsistent_link_status', 'warning', 'call', id,
@@ -230,11 +222,11 @@ BEGIN
     SELECT count(*), count(alert_id) INTO v_found, v_alerted
       FROM (SELECT consistency.raise_alert('session_outcome_mismatch', 'critical', 'call', r.call_id,
                        'call reported as booked but no appointment was made', r.detail) AS alert_id
-              FROM consistency._rule_session_outcome_mismatch(v_since) r) al;
+              FROM consistency._rule_session_outcome_mismatch(v_since, v_now) r) al;
     v_rules := v_rules || jsonb_build_object('session_outcome_mismatch', jsonb_build_object(
         'severity', 'critical', 'found', v_found, 'corrected', 0, 'alerted', v_alerted));
 
-    SELECT count(*) INTO v_found FROM consistency._rule_recent_failure(v_since);
+    SELECT count(*) INTO v_found FROM consistency._rule_recent_failure(v_since, v_now);
     v_rules := v_rules || jsonb_build_object('recent_failure', jsonb_build_object(
         'severity', 'info', 'found', v_found, 'corrected', 0, 'alerted', 0));
 
@@ -263,6 +255,8 @@ RETURNS TABLE (issue text, severity text, detail jsonb)
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_now timestamptz := consistency.now();
 BEGIN
     IF p_call_id IS NULL OR NOT EXISTS (SELECT 1 FROM public.calls WHERE id = p_call_id) THEN
         RAISE EXCEPTION 'call % does not exist', coalesce(p_call_id::text, 'NULL')
@@ -270,18 +264,23 @@ BEGIN
     END IF;
     RETURN QUERY
     SELECT 'session_outcome_mismatch', 'critical', r.detail
-      FROM consistency._rule_session_outcome_mismatch(NULL, p_call_id) r
+      FROM consistency._rule_session_outcome_mismatch('-infinity', v_now) r
+     WHERE r.call_id = p_call_id
     UNION ALL
     SELECT 'missing_appointment', 'critical', r.detail
-      FROM consistency._rule_missing_appointment(NULL, p_call_id) r
+      FROM consistency._rule_missing_appointment('-infinity', v_now) r
+     WHERE r.call_id = p_call_id
     UNION ALL
     SELECT 'inconsistent_link_status', 'warning', r.detail
-      FROM consistency._rule_inconsistent_link_status(NULL, p_call_id) r
+      FROM consistency._rule_inconsistent_link_status('-infinity', v_now) r
+     WHERE r.call_id = p_call_id
     UNION ALL
     SELECT 'missing_direction', 'warning', r.detail
-      FROM consistency._rule_missing_direction(NULL, p_call_id) r
+      FROM consistency._rule_missing_direction('-infinity', v_now) r
+     WHERE r.call_id = p_call_id
     UNION ALL
     SELECT 'recent_failure', 'info', r.detail
-      FROM consistency._rule_recent_failure(NULL, p_call_id) r;
+      FROM consistency._rule_recent_failure('-infinity', v_now) r
+     WHERE r.call_id = p_call_id;
 END
 $$;

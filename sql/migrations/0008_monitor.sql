@@ -14,3 +14,17 @@ CREATE TABLE consistency.daily_reports (
     report       jsonb NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+
+-- The flag rules look for rare states; partial indexes hold only those rows,
+-- so a whole-table check reads the drift, not the table.
+CREATE INDEX IF NOT EXISTS calls_missing_direction_idx
+    ON public.calls (created_at)
+    WHERE direction IS NULL OR direction = '';
+CREATE INDEX IF NOT EXISTS calls_booking_failed_idx
+    ON public.calls (created_at)
+    WHERE booking_failed;
+CREATE INDEX IF NOT EXISTS calls_outcome_mismatch_idx
+    ON public.calls (created_at)
+    WHERE session_outcome IN ('appointment_booked', 'appointment_rescheduled')
+      AND NOT appointment_made
+      AND appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed');
