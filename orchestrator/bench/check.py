@@ -7,7 +7,7 @@ and corrects the same drift.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -47,8 +47,9 @@ def run(admin_dsn: str, sizes: tuple[int, ...] = (100_000, 1_000_000),
                 rows.append({"calls": calls, "scope": name, "found": found[-1],
                              **stats.as_dict(), "target_ms": TARGETS_MS[name],
                              "meets_target": stats.median_ms < TARGETS_MS[name]})
+            now = datetime.now(UTC)
             plan = [r[0] for r in conn.execute(db.query("bench_check_plan"),
-                                               {"window": WINDOWS["window"]})]
+                                               {"since": now - WINDOWS["window"], "now": now})]
     return {**info, "repeat": repeat, "results": rows, "window_plan": plan}
 
 
@@ -57,3 +58,5 @@ def print_report(report: dict[str, Any]) -> None:
            ["calls", "scope", "found", "median", "p95", "target", "met"],
            [[r["calls"], r["scope"], r["found"], r["median_ms"], r["p95_ms"], r["target_ms"],
              "yes" if r["meets_target"] else "NO"] for r in report["results"]])
+    print("plan of the link-status rule over the window:")
+    print("\n".join("  " + line for line in report["window_plan"]))
