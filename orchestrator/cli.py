@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from datetime import date
 from typing import Any, TypeVar
 
 import click
@@ -16,8 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator import breaker as breaker_mod
-from orchestrator import config, db, review, validation
+from orchestrator import config, db, monitor, review, scheduling, validation
 from orchestrator import migrate as migrate_mod
+from orchestrator.durations import parse_duration
 from orchestrator.errors import GuardError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -359,6 +364,126 @@ def relay(dsn: str | None, sinks: tuple[str, ...], once: bool, batch: int, concu
     if once:
         err.print(f"delivered {stats.delivered}, retried {stats.retried}, failed {stats.failed}, "
                   f"dead {stats.dead}", markup=False)
+# --- monitor ---------------------------------------------------------------------
+
+def _print_check(report: monitor.CheckReport) -> None:
+    table = Table("rule", "severity", "found", "corrected", "alerted",
+                  title=f"consistency check #{report.run_id} ({report.duration_ms:.1f} ms)")
+    for r in report.rules:
+        style = "red" if r.severity == "critical" and r.remaining else ""
+        table.add_row(r.rule, r.severity, str(r.found), str(r.corrected), str(r.alerted),
+                      style=style)
+    out.print(table)
+    if report.waited_ms > 100:
+        out.print(f"waited {report.waited_ms:.0f} ms for a concurrent check to finish")
+
+
+@cli.command()
+@dsn_option
+@click.option("--window", default=None, metavar="DURATION",
+              help="Calls created within this window, e.g. 1h (default monitoring.recent_hours).")
+@click.option("--every", default=None, metavar="DURATION",
+              help="Run forever at this interval (e.g. 5m); reconnects after database restarts, "
+                   "stops on SIGTERM.")
+@json_option
+def check(dsn: str | None, window: str | None, every: str | None, as_json: bool) -> None:
+    """Detect, auto-correct and alert; exit 1 when critical issues remain."""
+    window_td = parse_duration(window, what="window") if window else None
+    conninfo = db.resolve_dsn(dsn)
+    if every is None:
+        with db.connect(conninfo) as conn:
+            report = monitor.run_check(conn, window_td)
+        if as_json:
+            print_json(report.as_dict())
+        else:
+            _print_check(report)
+        sys.exit(1 if report.critical_remaining else 0)
+
+    interval = parse_duration(every, what="interval")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    def show(report: monitor.CheckReport) -> None:
+        if as_json:
+            click.echo(json.dumps(report.as_dict(), sort_keys=True, default=str))
+        else:
+            _print_check(report)
+
+    runs = monitor.check_loop(conninfo, interval, stop, window_td, on_result=show)
+    err.print(f"stopped after {runs} run(s)")
+
+
+@cli.command()
+@dsn_option
+@click.option("--day", default=None, metavar="YYYY-MM-DD", help="Default: today.")
+@json_option
+def report(dsn: str | None, day: str | None, as_json: bool) -> None:
+    """The daily consistency report."""
+    try:
+        day_value = date.fromisoformat(day) if day else None
+    except ValueError as exc:
+        raise GuardError(f"invalid day {day!r}: use YYYY-MM-DD") from exc
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        data = monitor.daily_report(conn, day_value)
+    if as_json:
+        print_json(data)
+        return
+    summary = Table("", "", title=f"consistency report {data['period']['day']}",
+                    show_header=False)
+    summary.add_row("calls", str(data["totals"]["calls"]))
+    summary.add_row("appointments", str(data["totals"]["appointments"]))
+    summary.add_row("consistency rate", f"{data['consistency_rate_pct']} %")
+    summary.add_row("alerts", str(data["totals"]["alerts"]))
+    for severity, n in data["alerts_by_severity"].items():
+        summary.add_row(f"  {severity}", str(n))
+    summary.add_row("auto-corrected / manual", f"{data['auto_corrected']} / {data['manual']}")
+    summary.add_row("circuit opens", str(data["circuit_opens"]))
+    summary.add_row("validation failures", str(data["validation_failures"]))
+    backlog = data["review_backlog"]
+    summary.add_row("review backlog", f"{backlog['pending']} pending, "
+                                      f"{backlog['in_progress']} in progress")
+    out.print(summary)
+    if data["top_issues"]:
+        top = Table("alert type", "count", title="top issues")
+        for item in data["top_issues"]:
+            top.add_row(item["alert_type"], str(item["count"]))
+        out.print(top)
+
+
+@cli.group()
+def retention() -> None:
+    """Alert retention (retention.alert_days)."""
+
+
+@retention.command("run")
+@dsn_option
+@click.option("--dry-run", is_flag=True, help="Count what would be archived.")
+@click.option("--older-than", default=None, metavar="DURATION",
+              help="Override retention.alert_days, e.g. 30d.")
+@click.option("--batch", default=10_000, show_default=True, type=click.IntRange(min=1))
+def retention_run(dsn: str | None, dry_run: bool, older_than: str | None, batch: int) -> None:
+    """Move old alerts to alerts_archive, one short transaction per batch."""
+    age = parse_duration(older_than, what="age") if older_than else None
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        n = monitor.archive_alerts(conn, age, batch, dry_run=dry_run)
+    out.print(f"would archive {n} alert(s)" if dry_run else f"archived {n} alert(s)")
+
+
+@cli.group()
+def schedule() -> None:
+    """Register the periodic jobs in pg_cron."""
+
+
+@schedule.command("install")
+@dsn_option
+def schedule_install(dsn: str | None) -> None:
+    """Check every 5 minutes, daily report, nightly retention (needs pg_cron)."""
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        jobs = scheduling.install(conn)
+    for name, spec, _ in jobs:
+        out.print(f"scheduled {name}: {spec}")
 
 
 # --- bench -----------------------------------------------------------------------
@@ -369,6 +494,23 @@ def bench() -> None:
 
     Each needs a DSN of a server where it may create and drop a database.
     """
+
+
+@bench.command("check")
+@dsn_option
+@json_option
+@click.option("--calls", "sizes", type=click.IntRange(min=100), multiple=True,
+              help="Dataset sizes (repeatable; default 100000 and 1000000).")
+@click.option("--repeat", type=click.IntRange(min=1), default=7, show_default=True)
+def bench_check(dsn: str | None, as_json: bool, sizes: tuple[int, ...], repeat: int) -> None:
+    """run_check on the last hour and on the whole table, ~1 % drift."""
+    from orchestrator.bench import check as bench_mod
+
+    report = bench_mod.run(db.resolve_dsn(dsn), sizes or (100_000, 1_000_000), repeat)
+    if as_json:
+        click.echo(bench_mod.dump_json(report))
+    else:
+        bench_mod.print_report(report)
 
 
 @bench.command("validation")

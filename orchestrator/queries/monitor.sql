@@ -1,0 +1,49 @@
+-- Named queries of the consistency monitor, report and retention.
+
+-- name: run_check --
+SELECT rule, severity, found, corrected, alerted
+  FROM consistency.run_check(%(window)s::interval)
+
+-- name: last_check_run --
+SELECT id, started_at, duration_ms, waited_ms
+  FROM consistency.check_runs
+ ORDER BY id DESC
+ LIMIT 1
+
+-- name: daily_report --
+SELECT consistency.daily_report(%(day)s::date)
+
+-- name: archive_alerts --
+SELECT consistency.archive_alerts(%(older_than)s::interval, %(batch)s)
+
+-- name: archivable_alerts --
+SELECT consistency.count_archivable_alerts(%(older_than)s::interval)
+
+-- name: pg_cron_available --
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_cron')
+
+-- name: cron_schedule --
+SELECT cron.schedule(%(name)s, %(schedule)s, %(command)s)
+
+-- name: bench_check_drift --
+-- ~1 % drift written behind the triggers' back, spread over the whole table (run without parameters)
+-- (so the last hour gets its share): flags that contradict the appointments,
+-- missing directions, a booked outcome with nothing made, orphans.
+SET LOCAL session_replication_role = replica;
+UPDATE public.calls SET appointment_made = false
+ WHERE id % 400 = 1 AND appointment_link_status = 'linked';
+UPDATE public.calls SET direction = NULL WHERE id % 400 = 2;
+UPDATE public.calls SET appointment_made = false, appointment_link_status = 'unlinked',
+                        session_outcome = 'appointment_booked'
+ WHERE id % 400 = 3 AND appointment_link_status = 'unlinked';
+UPDATE public.appointments SET call_id = NULL WHERE id % 400 = 4;
+SET LOCAL session_replication_role = origin
+
+-- name: bench_check_run --
+SELECT sum(found), sum(corrected) FROM consistency.run_check(%(window)s::interval)
+
+-- name: bench_check_plan --
+-- The plan run_check gets for the link-status rule (the costliest): the rule
+-- inlined, the window an index condition, one probe of appointments per call.
+EXPLAIN (COSTS OFF)
+SELECT * FROM consistency._rule_inconsistent_link_status(%(since)s::timestamptz, %(now)s::timestamptz)

@@ -1,0 +1,286 @@
+-- The consistency monitor. Detection rules are STABLE SQL functions so that
+-- run_check (every call of a window) and check_call (one call) share one
+-- definition of each rule. "Active" appointment: deleted_at IS NULL AND
+-- status <> 'cancelled'. Truth is always the appointments table, never the
+-- guard's own counter: the monitor exists for the writes that bypassed it.
+
+-- Rules take "now" as a parameter: consistency.now() is volatile, and a
+-- volatile call would keep the planner from inlining the rule into its
+-- caller, where the window or the call id become index conditions.
+
+-- missing_appointment: a booking that never produced an appointment. Either
+-- still pending after max age, or flagged made while nothing active exists.
+CREATE OR REPLACE FUNCTION consistency._rule_missing_appointment(
+    p_since timestamptz, p_now timestamptz)
+RETURNS TABLE (call_id bigint, detail jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT c.id,
+           jsonb_build_object('appointment_link_status', c.appointment_link_status,
+                              'appointment_made', c.appointment_made,
+                              'age_seconds',
+                              round(extract(epoch FROM p_now - c.created_at)),
+                              'max_age_seconds',
+                              consistency.setting_int('validation.max_appointment_age_seconds'))
+      FROM public.calls c
+     WHERE c.created_at >= p_since
+       AND (c.appointment_made
+            OR (c.appointment_link_status = 'pending_creation'
+                AND c.created_at < p_now - make_interval(
+                        secs => consistency.setting_int('validation.max_appointment_age_seconds'))))
+       AND NOT EXISTS (SELECT 1 FROM public.appointments a
+                        WHERE a.call_id = c.id AND a.deleted_at IS NULL AND a.status <> 'cancelled')
+$$;
+
+-- inconsistent_link_status: link fields (or the guard's counter) disagree
+-- with the appointments. Calls of missing_appointment are that rule's alone.
+CREATE OR REPLACE FUNCTION consistency._rule_inconsistent_link_status(
+    p_since timestamptz, p_now timestamptz)
+RETURNS TABLE (call_id bigint, detail jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT c.id,
+           jsonb_build_object('appointment_link_status', c.appointment_link_status,
+                              'appointment_made', c.appointment_made,
+                              'active_appointment_count', c.active_appointment_count,
+                              'active_appointments', t.n)
+      FROM public.calls c
+     CROSS JOIN LATERAL (SELECT count(*)::int AS n FROM public.appointments a
+                          WHERE a.call_id = c.id AND a.deleted_at IS NULL
+                            AND a.status <> 'cancelled') t
+     WHERE c.created_at >= p_since
+       AND ((t.n > 0) <> (c.appointment_link_status = 'linked')
+            OR c.appointment_made <> (c.appointment_link_status = 'linked')
+            OR c.active_appointment_count <> t.n)
+       AND NOT (t.n = 0 AND (c.appointment_made
+                OR (c.appointment_link_status = 'pending_creation'
+                    AND c.created_at < p_now - make_interval(
+                        secs => consistency.setting_int('validation.max_appointment_age_seconds')))))
+$$;
+
+-- session_outcome_mismatch: the agent said "booked" but nothing was made,
+-- and the call is not in a state that explains it.
+CREATE OR REPLACE FUNCTION consistency._rule_session_outcome_mismatch(
+    p_since timestamptz, p_now timestamptz)
+RETURNS TABLE (call_id bigint, detail jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT c.id, jsonb_build_object('session_outcome', c.session_outcome,
+                                    'appointment_link_status', c.appointment_link_status)
+      FROM public.calls c
+     WHERE c.created_at >= p_since
+       AND c.session_outcome IN ('appointment_booked', 'appointment_rescheduled')
+       AND NOT c.appointment_made
+       AND c.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed')
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._rule_missing_direction(
+    p_since timestamptz, p_now timestamptz)
+RETURNS TABLE (call_id bigint, detail jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT c.id, jsonb_build_object('direction', c.direction)
+      FROM public.calls c
+     WHERE c.created_at >= p_since
+       AND (c.direction IS NULL OR c.direction = '')
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._rule_recent_failure(
+    p_since timestamptz, p_now timestamptz)
+RETURNS TABLE (call_id bigint, detail jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT c.id, jsonb_build_object('booking_failure_reason', c.booking_failure_reason)
+      FROM public.calls c
+     WHERE c.created_at >= p_since
+       AND c.booking_failed
+$$;
+
+-- orphaned_appointment: a voice-agent appointment that lost its call, with
+-- the call it can be re-attached to (the one call with the same
+-- external_booking_id), if exactly one exists.
+CREATE OR REPLACE FUNCTION consistency._rule_orphaned_appointment(p_since timestamptz)
+RETURNS TABLE (appointment_id bigint, match_call_id bigint, detail jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT a.id,
+           CASE WHEN m.n = 1 THEN m.call_id END,
+           jsonb_build_object('external_booking_id', a.external_booking_id,
+                              'matching_calls', coalesce(m.n, 0))
+      FROM public.appointments a
+      LEFT JOIN LATERAL (SELECT count(*) AS n, min(c.id) AS call_id
+                           FROM public.calls c
+                          WHERE c.external_booking_id = a.external_booking_id) m ON true
+     WHERE a.call_id IS NULL
+       AND a.source = 'voice_agent'
+       AND a.deleted_at IS NULL
+       AND a.created_at >= p_since
+$$;
+
+CREATE OR REPLACE FUNCTION consistency.run_check(p_window interval DEFAULT NULL)
+RETURNS TABLE (rule text, severity text, found int, corrected int, alerted int)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_started   timestamptz := clock_timestamp();
+    v_window    interval := coalesce(p_window,
+                    make_interval(hours => consistency.setting_int('monitoring.recent_hours')));
+    v_now       timestamptz := consistency.now();
+    v_since     timestamptz;
+    v_waited    numeric;
+    v_ids       bigint[];
+    v_missing   bigint[];
+    v_found     int;
+    v_corrected int;
+    v_alerted   int;
+    v_rules     jsonb := '{}';
+BEGIN
+    IF v_window <= interval '0' THEN
+        RAISE EXCEPTION 'window must be positive, got %', v_window
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_since := v_now - v_window;
+
+    -- One run at a time: a second run waits here, then starts from the first
+    -- one's committed corrections, so nothing is corrected or alerted twice.
+    PERFORM pg_advisory_xact_lock(hashtextextended('consistency.run_check', 0));
+    v_waited := round(extract(epoch FROM clock_timestamp() - v_started)::numeric * 1000, 3);
+    IF v_waited > 100 THEN
+        RAISE NOTICE 'waited % ms for a concurrent consistency check', v_waited;
+    END IF;
+
+    -- missing_direction: fixed in place.
+    WITH fixed AS (
+        UPDATE public.calls c SET direction = 'inbound'
+          FROM consistency._rule_missing_direction(v_since, v_now) r
+         WHERE c.id = r.call_id
+        RETURNING c.id)
+    SELECT count(*) INTO v_found FROM fixed;
+    v_rules := v_rules || jsonb_build_object('missing_direction', jsonb_build_object(
+        'severity', 'warning', 'found', v_found, 'corrected', v_found, 'alerted', 0));
+
+    -- orphaned_appointment: re-attach to the one matching call (the link
+    -- triggers then update that call); alert about the rest.
+    WITH orphans AS MATERIALIZED (
+        SELECT * FROM consistency._rule_orphaned_appointment(v_since)
+    ), linked AS (
+        UPDATE public.appointments a SET call_id = o.match_call_id
+          FROM orphans o
+         WHERE a.id = o.appointment_id AND o.match_call_id IS NOT NULL
+        RETURNING a.id
+    ), alerted AS (
+        SELECT consistency.raise_alert('orphaned_appointment', 'warning', 'appointment',
+                   o.appointment_id, 'voice-agent appointment has no call and no unique match',
+                   o.detail) AS alert_id
+          FROM orphans o WHERE o.match_call_id IS NULL
+    )
+    SELECT (SELECT count(*) FROM orphans), (SELECT count(*) FROM linked),
+           (SELECT count(alert_id) FROM alerted)
+      INTO v_found, v_corrected, v_alerted;
+    v_rules := v_rules || jsonb_build_object('orphaned_appointment', jsonb_build_object(
+        'severity', 'warning', 'found', v_found, 'corrected', v_corrected, 'alerted', v_alerted));
+
+    -- missing_appointment: the rollback path (creation_failed, critical
+    -- alert, review item, audit), one call at a time inside one statement.
+    SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_missing
+      FROM consistency._rule_missing_appointment(v_since, v_now) r;
+    -- A phantom booking usually comes with a drifted counter (the write that
+    -- made it bypassed the triggers); the call-side rules trust the counter,
+    -- so repair it first or the rollback would be "corrected" back to linked.
+    IF v_missing IS NOT NULL THEN
+        PERFORM consistency.resync_calls(v_missing);
+    END IF;
+    SELECT count(*), count(alert_id) INTO v_found, v_alerted
+      FROM (SELECT consistency.rollback_booking(id,
+                       'consistency check: booking without an active appointment',
+                       'consistency monitor') AS alert_id
+              FROM unnest(v_missing) AS id) rb;
+    v_rules := v_rules || jsonb_build_object('missing_appointment', jsonb_build_object(
+        'severity', 'critical', 'found', v_found, 'corrected', v_found, 'alerted', v_alerted));
+
+    -- inconsistent_link_status: recompute from the appointments, then alert.
+    SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_ids
+      FROM consistency._rule_inconsistent_link_status(v_since, v_now) r
+     WHERE r.call_id <> ALL (coalesce(v_missing, '{}'));
+    v_found := coalesce(cardinality(v_ids), 0);
+    v_corrected := 0;
+    IF v_found > 0 THEN
+        -- resync_calls counts the calls it rewrote: each found call must be.
+        v_corrected := consistency.resync_calls(v_ids);
+    END IF;
+    SELECT count(alert_id) INTO v_alerted
+      FROM (SELECT consistency.raise_alert('inconsistent_link_status', 'warning', 'call', id,
+                       'appointment link status disagreed with the appointments; recomputed',
+                       '{}', true) AS alert_id
+              FROM unnest(v_ids) AS id) al;
+    v_rules := v_rules || jsonb_build_object('inconsistent_link_status', jsonb_build_object(
+        'severity', 'warning', 'found', v_found, 'corrected', v_corrected, 'alerted', v_alerted));
+
+    -- session_outcome_mismatch: needs a person; evaluated after the
+    -- corrections above so it reports what really remains.
+    SELECT count(*), count(alert_id) INTO v_found, v_alerted
+      FROM (SELECT consistency.raise_alert('session_outcome_mismatch', 'critical', 'call', r.call_id,
+                       'call reported as booked but no appointment was made', r.detail) AS alert_id
+              FROM consistency._rule_session_outcome_mismatch(v_since, v_now) r) al;
+    v_rules := v_rules || jsonb_build_object('session_outcome_mismatch', jsonb_build_object(
+        'severity', 'critical', 'found', v_found, 'corrected', 0, 'alerted', v_alerted));
+
+    SELECT count(*) INTO v_found FROM consistency._rule_recent_failure(v_since, v_now);
+    v_rules := v_rules || jsonb_build_object('recent_failure', jsonb_build_object(
+        'severity', 'info', 'found', v_found, 'corrected', 0, 'alerted', 0));
+
+    INSERT INTO consistency.check_runs (started_at, finished_at, duration_ms, waited_ms,
+                                        check_window, found, corrected, alerted, rules)
+    SELECT v_started, clock_timestamp(),
+           round(extract(epoch FROM clock_timestamp() - v_started)::numeric * 1000, 3), v_waited,
+           v_window,
+           sum((value ->> 'found')::int), sum((value ->> 'corrected')::int),
+           sum((value ->> 'alerted')::int), v_rules
+      FROM jsonb_each(v_rules);
+
+    RETURN QUERY
+    SELECT r.rule, v_rules -> r.rule ->> 'severity', (v_rules -> r.rule ->> 'found')::int,
+           (v_rules -> r.rule ->> 'corrected')::int, (v_rules -> r.rule ->> 'alerted')::int
+      FROM unnest(ARRAY['session_outcome_mismatch', 'missing_appointment',
+                        'inconsistent_link_status', 'missing_direction',
+                        'orphaned_appointment', 'recent_failure'])
+           WITH ORDINALITY AS r(rule, ord)
+     ORDER BY r.ord;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency.check_call(p_call_id bigint)
+RETURNS TABLE (issue text, severity text, detail jsonb)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := consistency.now();
+BEGIN
+    IF p_call_id IS NULL OR NOT EXISTS (SELECT 1 FROM public.calls WHERE id = p_call_id) THEN
+        RAISE EXCEPTION 'call % does not exist', coalesce(p_call_id::text, 'NULL')
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN QUERY
+    SELECT 'session_outcome_mismatch', 'critical', r.detail
+      FROM consistency._rule_session_outcome_mismatch('-infinity', v_now) r
+     WHERE r.call_id = p_call_id
+    UNION ALL
+    SELECT 'missing_appointment', 'critical', r.detail
+      FROM consistency._rule_missing_appointment('-infinity', v_now) r
+     WHERE r.call_id = p_call_id
+    UNION ALL
+    SELECT 'inconsistent_link_status', 'warning', r.detail
+      FROM consistency._rule_inconsistent_link_status('-infinity', v_now) r
+     WHERE r.call_id = p_call_id
+    UNION ALL
+    SELECT 'missing_direction', 'warning', r.detail
+      FROM consistency._rule_missing_direction('-infinity', v_now) r
+     WHERE r.call_id = p_call_id
+    UNION ALL
+    SELECT 'recent_failure', 'info', r.detail
+      FROM consistency._rule_recent_failure('-infinity', v_now) r
+     WHERE r.call_id = p_call_id;
+END
+$$;

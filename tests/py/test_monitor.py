@@ -1,0 +1,178 @@
+"""The monitor with commits, two sessions, the CLI and the --every loop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+import pytest
+from pgcluster import Cluster
+
+from orchestrator import migrate
+
+DRIFT = """
+SET session_replication_role = replica;
+INSERT INTO calls (external_call_id, direction, session_outcome, appointment_made,
+                   appointment_link_status, created_at)
+SELECT 'drift-' || g, 'inbound', 'appointment_booked', false, 'unlinked',
+       now() - interval '5 minutes'
+  FROM generate_series(1, %(n)s) g;
+SET session_replication_role = origin;
+"""
+
+
+def drift(conn: psycopg.Connection, n: int = 5) -> None:
+    conn.execute(DRIFT.replace("%(n)s", str(n)))
+    conn.commit()
+
+
+def test_concurrent_runs_do_not_double_correct_or_alert(conn, connect) -> None:
+    drift(conn, 20)
+    conn.execute("""
+        SET session_replication_role = replica;
+        INSERT INTO calls (external_call_id, direction)
+        SELECT 'no-direction-' || g, NULL FROM generate_series(1, 5) g;
+        SET session_replication_role = origin;""")
+    conn.commit()
+    first, second = connect(), connect()
+    first.execute("SELECT * FROM consistency.run_check()")  # holds the run lock
+    result: list = []
+
+    def other() -> None:
+        result.extend(second.execute(
+            "SELECT rule, found, corrected, alerted FROM consistency.run_check()").fetchall())
+        second.commit()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive(), "the second run did not wait for the first"
+    first.commit()
+    thread.join(timeout=30)
+    by_rule = {r[0]: r[1:] for r in result}
+    assert by_rule["missing_direction"] == (0, 0, 0), "corrected twice"
+    assert by_rule["session_outcome_mismatch"] == (20, 0, 0)
+    alerts = conn.execute("SELECT count(*) FROM consistency.alerts "
+                          "WHERE alert_type = 'session_outcome_mismatch'").fetchone()[0]
+    assert alerts == 20
+    waited = conn.execute("SELECT max(waited_ms) FROM consistency.check_runs").fetchone()[0]
+    assert waited >= 200
+
+
+def test_check_cli_exit_codes_and_json(conn, dsn, run_cli) -> None:
+    clean = run_cli("check", "--dsn", dsn)
+    assert clean.code == 0, clean
+    drift(conn, 3)
+    found = run_cli("check", "--dsn", dsn, "--json", "--window", "1h")
+    assert found.code == 1, found
+    assert '"critical_remaining": 3' in found.out
+    table = run_cli("check", "--dsn", dsn)
+    assert table.code == 1 and "session_outcome_mismatch" in table.out
+
+
+def test_check_cli_rejects_bad_window(dsn, run_cli) -> None:
+    result = run_cli("check", "--dsn", dsn, "--window", "soon")
+    assert result.code == 2 and result.err.startswith("error: invalid window 'soon'")
+
+
+def test_report_cli(conn, dsn, run_cli) -> None:
+    drift(conn, 2)
+    run_cli("check", "--dsn", dsn)
+    data = run_cli("report", "--dsn", dsn, "--json")
+    assert data.code == 0 and '"consistency_rate_pct"' in data.out
+    table = run_cli("report", "--dsn", dsn)
+    assert table.code == 0 and "consistency rate" in table.out
+    bad = run_cli("report", "--dsn", dsn, "--day", "yesterday")
+    assert bad.code == 2 and "YYYY-MM-DD" in bad.err
+
+
+def test_retention_moves_old_alerts_in_batches(conn, dsn, run_cli) -> None:
+    conn.execute("""
+        INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id, description,
+                                        detected_at)
+        SELECT 'old', 'info', 'system', g, 'x', now() - interval '100 days'
+          FROM generate_series(1, 25) g;
+        INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id, description)
+        VALUES ('fresh', 'info', 'system', 1, 'x');""")
+    conn.commit()
+    dry = run_cli("retention", "run", "--dsn", dsn, "--dry-run")
+    assert dry.code == 0 and "would archive 25" in dry.out
+    assert conn.execute("SELECT count(*) FROM consistency.alerts").fetchone()[0] == 26
+    done = run_cli("retention", "run", "--dsn", dsn, "--batch", "10")
+    assert done.code == 0 and "archived 25" in done.out
+    assert conn.execute("SELECT count(*) FROM consistency.alerts").fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM consistency.alerts_archive").fetchone()[0] == 25
+    bad = run_cli("retention", "run", "--dsn", dsn, "--older-than", "-5d")
+    assert bad.code == 2
+
+
+def test_schedule_install_without_pg_cron_is_a_clear_error(dsn, run_cli) -> None:
+    result = run_cli("schedule", "install", "--dsn", dsn)
+    assert result.code == 2 and "pg_cron is not installed" in result.err
+
+
+@pytest.mark.stress
+def test_every_loop_survives_a_server_restart_and_stops_on_sigterm() -> None:
+    own = Cluster()
+    own.init()
+    own.start()
+    try:
+        dsn = own.dsn()
+        migrate.migrate(dsn, env={})
+
+        def runs() -> int:
+            with psycopg.connect(dsn) as c:
+                return c.execute("SELECT count(*) FROM consistency.check_runs").fetchone()[0]
+
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "check", "--every", "0.2s", "--dsn", dsn,
+             "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "DATABASE_URL": ""})
+        deadline = time.monotonic() + 30
+        while runs() < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runs() >= 2
+        own.stop()
+        time.sleep(1.0)
+        own.start()
+        before = runs()
+        deadline = time.monotonic() + 30
+        while runs() < before + 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert runs() >= before + 2, "the loop did not come back after the restart"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped after" in err and "database unavailable" in err
+        assert "Traceback" not in err
+    finally:
+        own.destroy()
+
+
+def test_retention_keeps_alerts_a_sink_still_waits_for(conn, dsn, run_cli) -> None:
+    conn.execute("SELECT consistency.relay_register_sink(%s, 'webhook+http://x', 'webhook')",
+                 ["a" * 64])
+    conn.execute("SET consistency.fake_now = '2001-01-01 00:00:00+00'")
+    pending, delivered = (
+        conn.execute(f"SELECT consistency.raise_alert('old', 'warning', 'system', {i}, 'x')"
+                     ).fetchone()[0] for i in (1, 2))
+    conn.execute("RESET consistency.fake_now")
+    conn.execute("UPDATE consistency.relay_deliveries SET status = 'delivered', "
+                 "delivered_at = now() WHERE alert_id = %s", [delivered])
+    conn.commit()
+    assert "archived 1 alert(s)" in run_cli("retention", "run", "--dsn", dsn).out
+    left = [r[0] for r in conn.execute("SELECT id FROM consistency.alerts")]
+    assert left == [pending]
+
+
+def test_bench_check_smoke(cluster, run_cli) -> None:
+    result = run_cli("bench", "check", "--dsn", cluster.dsn(), "--calls", "2000", "--repeat", "2",
+                     "--json")
+    assert result.code == 0, result
+    assert '"scope": "whole table"' in result.out and '"found": ' in result.out
