@@ -496,6 +496,15 @@ def bench() -> None:
     """
 
 
+def _emit(report: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
+    from orchestrator.bench import dump_json
+
+    if as_json:
+        click.echo(dump_json(report))
+    else:
+        printer(report)
+
+
 @bench.command("check")
 @dsn_option
 @json_option
@@ -504,13 +513,10 @@ def bench() -> None:
 @click.option("--repeat", type=click.IntRange(min=1), default=7, show_default=True)
 def bench_check(dsn: str | None, as_json: bool, sizes: tuple[int, ...], repeat: int) -> None:
     """run_check on the last hour and on the whole table, ~1 % drift."""
-    from orchestrator.bench import check as bench_mod
+    from orchestrator.bench import check as mod
 
-    report = bench_mod.run(db.resolve_dsn(dsn), sizes or (100_000, 1_000_000), repeat)
-    if as_json:
-        click.echo(bench_mod.dump_json(report))
-    else:
-        bench_mod.print_report(report)
+    _emit(mod.run(db.resolve_dsn(dsn), sizes or (100_000, 1_000_000), repeat), as_json,
+          mod.print_report)
 
 
 @bench.command("validation")
@@ -522,13 +528,11 @@ def bench_check(dsn: str | None, as_json: bool, sizes: tuple[int, ...], repeat: 
               help="Timed round trips per variant.")
 def bench_validation(dsn: str | None, as_json: bool, calls: int, repeat: int) -> None:
     """validate_booking round trip: median and p95 per variant (target p95 < 5 ms)."""
-    from orchestrator.bench import validation as bench_mod
+    from orchestrator.bench import validation as mod
 
-    report = bench_mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat)
-    if as_json:
-        click.echo(bench_mod.dump_json(report))
-    else:
-        bench_mod.print_report(report)
+    _emit(mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat), as_json, mod.print_report)
+
+
 @bench.command("circuit")
 @dsn_option
 @json_option
@@ -538,15 +542,12 @@ def bench_validation(dsn: str | None, as_json: bool, calls: int, repeat: int) ->
 def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
                   clients: int) -> None:
     """circuit_acquire: closed path, transition path, locking variant, round-trip floor."""
-    from orchestrator.bench import circuit as bench_circuit_mod
-    from orchestrator.bench import dump_json
+    from orchestrator.bench import circuit as mod
 
-    result = bench_circuit_mod.run(db.resolve_dsn(dsn), repeat=repeat, seconds=seconds,
-                                   clients=clients)
-    if as_json:
-        click.echo(dump_json(result))
-    else:
-        bench_circuit_mod.print_result(result, out)
+    _emit(mod.run(db.resolve_dsn(dsn), repeat=repeat, seconds=seconds, clients=clients),
+          as_json, lambda r: mod.print_result(r, out))
+
+
 @bench.command("relay")
 @dsn_option
 @json_option
@@ -556,21 +557,12 @@ def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
               help="Alerts timed one by one for latency.")
 def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> None:
     """Alerts/s to a local webhook with 1 and 2 relays; commit-to-delivery latency."""
-    from orchestrator.bench import dump_json, render
-    from orchestrator.bench import relay as bench_relay_mod
+    from orchestrator.bench import relay as mod
 
-    result = bench_relay_mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples)
-    if as_json:
-        click.echo(dump_json(result))
-        return
-    render("relay throughput (local webhook)", ["relays", "alerts", "seconds", "alerts/s", "ratio"],
-           [[r["relays"], r["alerts"], r["seconds"], r["alerts_per_s"], r["ratio"]]
-            for r in result["throughput"]], out)
-    lat = result["latency_ms"]
-    render("commit-to-delivery latency via LISTEN (ms)", ["n", "median", "p95", "p99", "min"],
-           [[lat["n"], lat["median_ms"], lat["p95_ms"], lat["p99_ms"], lat["min_ms"]]], out)
-    out.print(f"duplicates: {result['duplicates']} · targets (>= 1000 alerts/s, p99 < 200 ms): "
-              + ("met" if result["meets_targets"] else "NOT met"))
+    _emit(mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples), as_json,
+          lambda r: mod.print_report(r, out))
+
+
 @bench.command("triggers")
 @dsn_option
 @click.option("--calls", type=click.IntRange(min=100), default=100_000, show_default=True,
@@ -580,16 +572,14 @@ def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> No
 @json_option
 def bench_triggers(dsn: str | None, calls: int, repeat: int, as_json: bool) -> None:
     """Cost of the guarantees: no guard vs row-level triggers vs the guard."""
-    from orchestrator.bench import dump_json, render
-    from orchestrator.bench import triggers as bench_mod
+    from orchestrator.bench import render
+    from orchestrator.bench import triggers as mod
 
-    results = bench_mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat,
-                            progress=None if as_json else (lambda m: err.print(m, style="dim")))
-    if as_json:
-        click.echo(dump_json(results))
-        return
-    render(f"bench triggers: {calls} calls, median of {repeat} (ms)", bench_mod.COLUMNS,
-           bench_mod.table_rows(results), console=out)
+    results = mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat,
+                      progress=None if as_json else (lambda m: err.print(m, style="dim")))
+    _emit(results, as_json,
+          lambda r: render(f"bench triggers: {calls} calls, median of {repeat} (ms)",
+                           mod.COLUMNS, mod.table_rows(r), console=out))
 
 
 # --- entry point ---------------------------------------------------------------

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from rich.console import Console
 
 from orchestrator import db
-from orchestrator.bench import Stats, scratch_database, server_info
+from orchestrator.bench import Stats, render, scratch_database, server_info
 
 
 class _Webhook:
@@ -177,3 +178,15 @@ def run(admin_dsn: str, alerts: int = 3000, samples: int = 200,
             "targets": {"alerts_per_s": 1000, "p99_ms": 200},
             "meets_targets": min(r["alerts_per_s"] for r in rows) >= 1000
             and latency.p99_ms < 200}
+
+
+def print_report(result: dict[str, Any], console: Console | None = None) -> None:
+    render("relay throughput (local webhook)", ["relays", "alerts", "seconds", "alerts/s", "ratio"],
+           [[r["relays"], r["alerts"], r["seconds"], r["alerts_per_s"], r["ratio"]]
+            for r in result["throughput"]], console)
+    lat = result["latency_ms"]
+    render("commit-to-delivery latency via LISTEN (ms)", ["n", "median", "p95", "p99", "min"],
+           [[lat["n"], lat["median_ms"], lat["p95_ms"], lat["p99_ms"], lat["min_ms"]]], console)
+    (console or Console()).print(
+        f"duplicates: {result['duplicates']} · targets (>= 1000 alerts/s, p99 < 200 ms): "
+        + ("met" if result["meets_targets"] else "NOT met"))
