@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL server, pgTAP and plpgsql_check are installed.
-# Installs them with apt-get when running as root on Debian/Ubuntu; otherwise
-# says exactly what is missing and exits non-zero.
+# Makes sure what the test suite needs from the system is installed: the
+# PostgreSQL server, pgTAP, plpgsql_check, python3-venv, openssl (the SMTPS
+# test's certificate) and, when the distribution has it, a real Alertmanager.
+# Installs with apt-get when running as root on Debian/Ubuntu; otherwise says
+# exactly what is missing and exits non-zero.
 set -euo pipefail
 
 PG_MAJOR="${PG_MAJOR:-15}"
-packages=(postgresql-"$PG_MAJOR" postgresql-"$PG_MAJOR"-pgtap postgresql-"$PG_MAJOR"-plpgsql-check)
+required=(postgresql-"$PG_MAJOR" postgresql-"$PG_MAJOR"-pgtap postgresql-"$PG_MAJOR"-plpgsql-check
+          python3-venv openssl util-linux)
+optional=(prometheus-alertmanager)
 
 bindir=""
 if command -v pg_config >/dev/null 2>&1; then
@@ -19,24 +23,38 @@ missing=()
 [ -f "$sharedir/extension/pgtap.control" ] || missing+=("postgresql-$PG_MAJOR-pgtap")
 [ -f "$sharedir/extension/plpgsql_check.control" ] || missing+=("postgresql-$PG_MAJOR-plpgsql-check")
 command -v runuser >/dev/null 2>&1 || missing+=("util-linux")
+command -v openssl >/dev/null 2>&1 || missing+=("openssl")
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("python3-venv")
+want_optional=()
+command -v prometheus-alertmanager >/dev/null 2>&1 || want_optional+=("${optional[@]}")
 
-if [ ${#missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && { [ ${#want_optional[@]} -eq 0 ] || [ "$(id -u)" -ne 0 ]; }; then
     exit 0
 fi
 
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing: ${missing[*]}" >&2
+    echo "installing: ${missing[*]} ${want_optional[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-    # Debian's postgresql package may create and start a default cluster; the
-    # tests never use it, so leave it stopped to keep port 5432 and memory free.
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+    # Optional: the one test that needs it skips, with its reason, without it.
+    if [ ${#want_optional[@]} -gt 0 ]; then
+        apt-get install -y -qq --no-install-recommends "${want_optional[@]}" >/dev/null 2>&1 \
+            || echo "note: ${want_optional[*]} not installed; its test will be skipped" >&2
+    fi
+    # Debian's packages may start services (a default cluster, alertmanager);
+    # the tests start their own, so stop those to keep ports and memory free.
     if command -v pg_ctlcluster >/dev/null 2>&1; then
         pg_ctlcluster "$PG_MAJOR" main stop >/dev/null 2>&1 || true
     fi
+    pkill -x prometheus-alertmanager >/dev/null 2>&1 || true
     exit 0
 fi
 
-echo "error: missing system packages: ${missing[*]}" >&2
-echo "install them with: sudo apt-get install ${packages[*]}" >&2
-exit 1
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "error: missing system packages: ${missing[*]}" >&2
+    echo "install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+fi

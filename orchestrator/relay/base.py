@@ -71,6 +71,11 @@ class PermanentError(DeliveryError):
     permanent = True
 
 
+# Schemes the relay delivers itself; any other goes to Apprise.
+OWN_SCHEMES = frozenset({"webhook+http", "webhook+https", "slack+https", "alertmanager+http",
+                         "alertmanager+https", "smtp", "smtps", "stdout"})
+
+
 @dataclass(frozen=True)
 class SinkURL:
     raw: str
@@ -134,7 +139,11 @@ class SinkURL:
 
     @property
     def name(self) -> str:
-        """The URL as it may be shown and stored: scheme, host and port only."""
+        """The URL as it may be shown and stored: scheme, host and port only.
+        Schemes handed to Apprise often carry the secret in the host part
+        (``pover://user@token``, ``ntfy://topic``): nothing of theirs is shown."""
+        if self.scheme not in OWN_SCHEMES:
+            return f"{self.scheme}://***"
         where = self.host + (f":{self.port}" if self.port else "")
         hidden = "/***" if len(self.parts.path) > 1 or self.parts.query else ""
         return f"{self.scheme}://{where}{hidden}"

@@ -505,3 +505,13 @@ def test_real_alertmanager_receives_alerts(dsn, tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_apprise_sink_names_show_no_part_of_the_url() -> None:
+    from orchestrator.relay.base import SinkURL
+
+    for raw in ("pover://someuser@secretapptoken", "ntfy://my-secret-topic-9f3a"):
+        url = SinkURL.parse(raw)
+        assert url.name == f"{url.scheme}://***"
+    assert SinkURL.parse("webhook+https://hooks.example:8443/p/secret").name == \
+        "webhook+https://hooks.example:8443/***"
