@@ -4,15 +4,27 @@
 
 -- The guard's clock. Defined here rather than in sql/functions because
 -- column defaults below depend on it and migrations run before the
--- repeatable definitions. Tests move time with SET consistency.fake_now.
+-- repeatable definitions. Tests move time with SET consistency.fake_now;
+-- any session can set a custom setting, and a moved clock ends up in lasting
+-- state (throttle, circuit cooldowns), so only a superuser session may use it.
 CREATE FUNCTION consistency.now() RETURNS timestamptz
-    LANGUAGE sql VOLATILE PARALLEL SAFE
+    LANGUAGE plpgsql VOLATILE PARALLEL SAFE
 AS $$
-    SELECT coalesce(nullif(current_setting('consistency.fake_now', true), '')::timestamptz,
-                    clock_timestamp())
+DECLARE
+    v_fake text := current_setting('consistency.fake_now', true);
+BEGIN
+    IF v_fake IS NULL OR v_fake = '' THEN
+        RETURN clock_timestamp();
+    END IF;
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user) THEN
+        RAISE EXCEPTION 'consistency.fake_now is for tests: only a superuser session may move the clock'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN v_fake::timestamptz;
+END
 $$;
 COMMENT ON FUNCTION consistency.now() IS
-    'clock_timestamp(), or the session setting consistency.fake_now when set (tests move time with it)';
+    'clock_timestamp(), or the session setting consistency.fake_now when a superuser session sets it (tests)';
 
 CREATE TABLE consistency.settings (
     key          text PRIMARY KEY,

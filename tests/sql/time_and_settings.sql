@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(17);
+SELECT plan(18);
 
 -- consistency.now(): real clock unless consistency.fake_now is set
 SELECT ok(abs(extract(epoch FROM consistency.now() - clock_timestamp())) < 5,
@@ -8,6 +8,13 @@ SET LOCAL consistency.fake_now = '2030-01-02 03:04:05+00';
 SELECT is(consistency.now(), '2030-01-02 03:04:05+00'::timestamptz, 'fake_now moves time');
 SET LOCAL consistency.fake_now = '';
 SELECT ok(consistency.now() < '2030-01-01'::timestamptz, 'an empty fake_now means the real clock');
+SET LOCAL SESSION AUTHORIZATION consistency_app;
+SET LOCAL consistency.fake_now = '2099-01-01 00:00:00+00';
+SELECT throws_ok($$ SELECT consistency.now() $$, '42501',
+                 'consistency.fake_now is for tests: only a superuser session may move the clock',
+                 'an application session cannot move the guard''s clock');
+RESET SESSION AUTHORIZATION;
+SET LOCAL consistency.fake_now = '';
 
 -- reading
 SELECT is(consistency.setting('validation.max_appointment_age_seconds'), '300'::jsonb,
