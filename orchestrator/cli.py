@@ -90,6 +90,7 @@ def migrate_status(ctx: click.Context, dsn: str | None, as_json: bool) -> None:
     if as_json:
         print_json({"applied": st.applied, "pending": st.pending, "unknown": st.unknown,
                     "definitions_changed": st.definitions_changed,
+                    "catalog_drift": st.catalog_drift,
                     "up_to_date": st.up_to_date})
     else:
         table = Table("migration", "state", title="migrations")
@@ -100,6 +101,9 @@ def migrate_status(ctx: click.Context, dsn: str | None, as_json: bool) -> None:
         for mid in st.unknown:
             table.add_row(mid, "[red]unknown to this version[/]")
         out.print(table)
+        if st.catalog_drift:
+            out.print("[red]functions or triggers were changed outside migrate[/]: "
+                      "every definition will be re-applied")
         if st.definitions_changed:
             out.print("definitions to re-apply: " + ", ".join(st.definitions_changed))
         else:

@@ -28,6 +28,8 @@ from orchestrator.errors import GuardError
 
 MIGRATION_TABLE = "_yoyo_migration"
 SCHEMA = "consistency"
+# Row of schema_definitions holding the catalog fingerprint of the definitions.
+CATALOG = "@catalog"
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,12 @@ class MigrationStatus:
     unknown: list[str] = field(default_factory=list)
     definitions_changed: list[str] = field(default_factory=list)
     definitions_total: int = 0
+    # A function or trigger was changed, dropped or disabled outside migrate.
+    catalog_drift: bool = False
 
     @property
     def up_to_date(self) -> bool:
-        return not self.pending and not self.definitions_changed
+        return not self.pending and not self.definitions_changed and not self.catalog_drift
 
 
 @dataclass
@@ -140,7 +144,12 @@ class _Session:
         stored = self._stored_definitions()
         status.definitions_total = len(definitions)
         status.definitions_changed = [d.path for d in definitions if stored.get(d.path) != d.sha256]
+        recorded = stored.get(CATALOG)
+        status.catalog_drift = recorded is not None and recorded != self.fingerprint()
         return pending, status
+
+    def fingerprint(self) -> str:
+        return self.conn.execute(db.query("definitions_fingerprint")).fetchone()[0]
 
     def _stored_definitions(self) -> dict[str, str]:
         if not self.conn.execute(db.query("definitions_table_exists")).fetchone()[0]:
@@ -183,7 +192,7 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
         definitions = repeatable_definitions()
         if upto is not None:
             to_define = []
-        elif pending or reapply:
+        elif pending or reapply or plan.catalog_drift:
             to_define = definitions
         else:
             changed = set(plan.definitions_changed)
@@ -221,8 +230,10 @@ def _apply(session: _Session, pending: MigrationList, to_define: list[Definition
             conn.execute(db.query("record_definition"),
                          {"path": definition.path, "sha256": definition.sha256})
         if to_define:
+            conn.execute(db.query("record_definition"),
+                         {"path": CATALOG, "sha256": session.fingerprint()})
             conn.execute(db.query("forget_definitions"),
-                         {"paths": [d.path for d in definitions]})
+                         {"paths": [d.path for d in definitions] + [CATALOG]})
         if env == {}:
             return []
         return config.sync_from_env(conn, "consistency migrate", env)

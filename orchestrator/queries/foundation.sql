@@ -32,3 +32,18 @@ SELECT key, value, kind, env_var, description, updated_at
 -- name: set_setting --
 SELECT consistency.set_setting(%(key)s, %(value)s::jsonb, %(actor)s)
 
+
+-- name: definitions_fingerprint --
+-- What the repeatable definitions leave in the catalog: every function of
+-- schema consistency (body, settings, rights) and every trigger calling one.
+-- A fingerprint that differs from the one recorded after the last apply
+-- means somebody changed, dropped or disabled one by hand.
+SELECT md5(coalesce(string_agg(d, E'\n' ORDER BY d), ''))
+  FROM (SELECT pg_get_functiondef(p.oid) || coalesce(p.proacl::text, '') AS d
+          FROM pg_proc p
+         WHERE p.pronamespace = 'consistency'::regnamespace AND p.prokind IN ('f', 'p')
+        UNION ALL
+        SELECT pg_get_triggerdef(t.oid) || t.tgenabled::text
+          FROM pg_trigger t
+          JOIN pg_proc p ON p.oid = t.tgfoid
+         WHERE NOT t.tgisinternal AND p.pronamespace = 'consistency'::regnamespace) s

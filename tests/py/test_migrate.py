@@ -237,3 +237,15 @@ def test_dsn_from_database_url_and_pg_variables(empty_db: str, run_cli, monkeypa
         monkeypatch.setenv(var, params[key])
     result = run_cli("migrate")
     assert result.code == 0 and "nothing to do" in result.out
+
+
+def test_a_definition_changed_by_hand_is_detected_and_restored(dsn: str, run_cli) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("DROP TRIGGER audit_log_append_only ON consistency.audit_log")
+    status = run_cli("migrate", "status", "--dsn", dsn)
+    assert status.code == 1 and "changed outside migrate" in status.out
+    result = migrate.migrate(dsn, env={})
+    assert "triggers/audit_log_append_only.sql" in result.definitions_applied
+    assert migrate.status(dsn, env={}).up_to_date
+    with psycopg.connect(dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("DELETE FROM consistency.audit_log")
