@@ -68,7 +68,10 @@ ON CONFLICT (key) DO NOTHING;
 CREATE TABLE consistency.audit_log (
     id           bigserial PRIMARY KEY,
     at           timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- actor is who the caller says acted (a reviewer's name, 'consistency
+    -- monitor'); session_role is the database login that really called.
     actor        text NOT NULL CHECK (actor <> ''),
+    session_role text NOT NULL DEFAULT session_user,
     action       text NOT NULL CHECK (action <> ''),
     target_type  text NOT NULL,
     target_id    text,

@@ -1,8 +1,10 @@
 BEGIN;
-SELECT plan(16);
+SELECT plan(17);
 
 SELECT lives_ok($$ SELECT consistency._audit('tester', 'test.action', 'test', '1', NULL, '{"a": 1}') $$,
                 '_audit() appends a row');
+SELECT is((SELECT session_role FROM consistency.audit_log ORDER BY id DESC LIMIT 1), session_user::text,
+          'the audit row records the database login besides the claimed actor');
 SELECT throws_ok($$ UPDATE consistency.audit_log SET actor = 'mallory' $$, '42501', NULL,
                  'UPDATE of the audit log is refused, even for the owner');
 SELECT throws_ok($$ DELETE FROM consistency.audit_log $$, '42501', NULL,
