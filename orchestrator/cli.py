@@ -368,6 +368,43 @@ def relay(dsn: str | None, sinks: tuple[str, ...], once: bool, batch: int, concu
     if once:
         err.print(f"delivered {stats.delivered}, retried {stats.retried}, failed {stats.failed}, "
                   f"dead {stats.dead}", markup=False)
+@cli.command("relay-sinks")
+@dsn_option
+@json_option
+def relay_sinks(dsn: str | None, as_json: bool) -> None:
+    """Registered sinks and their deliveries by status (no secrets are stored)."""
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        rows = conn.execute(db.query("relay_sinks_status")).fetchall()
+    if as_json:
+        print_json([dict(zip(("sink_id", "sink", "min_severity", "status", "deliveries",
+                              "oldest_created_at", "last_seen_at"), r, strict=True))
+                    for r in rows])
+        return
+    table = Table("id", "sink", "min", "status", "n", "oldest", "last seen")
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return ""
+        return v.strftime("%Y-%m-%d %H:%M") if hasattr(v, "strftime") else escape(str(v))
+
+    for r in rows:
+        table.add_row(*(cell(v) for v in r))
+    out.print(table)
+
+
+@cli.command("relay-forget-sink")
+@dsn_option
+@click.argument("sink_id", type=click.IntRange(min=1))
+def relay_forget_sink(dsn: str | None, sink_id: int) -> None:
+    """Forget a sink no relay serves any more, with its pending deliveries
+    (they would otherwise hold old alerts back from retention)."""
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        found = conn.execute(db.query("relay_forget_sink"), {"sink_id": sink_id}).fetchone()[0]
+    if not found:
+        raise GuardError(f"no relay sink with id {sink_id} (see consistency relay-sinks)")
+    out.print(f"forgot sink {sink_id}")
+
+
 # --- monitor ---------------------------------------------------------------------
 
 def _print_check(report: monitor.CheckReport) -> None:

@@ -43,3 +43,10 @@ SELECT count(*)
   FROM pg_stat_activity
  WHERE datname = current_database()
    AND application_name = 'consistency-relay'
+
+-- name: relay_sinks_status --
+SELECT sink_id, sink, min_severity, status, deliveries, oldest_created_at, last_seen_at
+  FROM consistency.relay_status()
+
+-- name: relay_forget_sink --
+SELECT consistency.relay_unregister_sink(%(sink_id)s)

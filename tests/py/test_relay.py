@@ -515,3 +515,19 @@ def test_apprise_sink_names_show_no_part_of_the_url() -> None:
         assert url.name == f"{url.scheme}://***"
     assert SinkURL.parse("webhook+https://hooks.example:8443/p/secret").name == \
         "webhook+https://hooks.example:8443/***"
+
+
+def test_relay_sinks_and_forget_sink_cli(dsn, run_cli) -> None:
+    with psycopg.connect(dsn) as conn:
+        sink_id = conn.execute(
+            "SELECT consistency.relay_register_sink(%s, 'webhook+https://old.example/***', "
+            "'webhook+https')", ["b" * 64]).fetchone()[0]
+        conn.execute("SELECT consistency.raise_alert('x', 'warning', 'system', 1, 'd')")
+    listed = run_cli("relay-sinks", "--dsn", dsn, "--json")
+    assert listed.code == 0 and '"status": "pending"' in listed.out
+    assert "pending" in run_cli("relay-sinks", "--dsn", dsn).out
+    assert run_cli("relay-forget-sink", "--dsn", dsn, str(sink_id)).code == 0
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM consistency.relay_deliveries").fetchone()[0] == 0
+    again = run_cli("relay-forget-sink", "--dsn", dsn, str(sink_id))
+    assert again.code == 2 and "no relay sink" in again.err
