@@ -251,10 +251,17 @@ BEGIN
                                     WHERE c.oid = 'public.calls'::pg_catalog.regclass));
     SELECT count(*) >= v_bulk_from INTO v_bulk
       FROM (SELECT 1 FROM public.calls c WHERE c.created_at >= v_since LIMIT v_bulk_from) w;
-    SELECT array_agg(r.call_id ORDER BY r.call_id) FILTER (WHERE r.rule = 'missing_appointment'),
-           array_agg(r.call_id ORDER BY r.call_id) FILTER (WHERE r.rule = 'inconsistent_link_status')
-      INTO v_missing, v_ids
-      FROM consistency._rule_link(v_since, v_now, v_bulk) r;
+    -- EXECUTE: planned for this window and path on every run. A cached
+    -- generic plan (PL/pgSQL switches to one after five runs when it looks
+    -- no dearer) would be costed for an unknown window, and could trade the
+    -- created_at index condition of the probe path for a scan of all calls.
+    EXECUTE $q$
+        SELECT array_agg(r.call_id ORDER BY r.call_id)
+                   FILTER (WHERE r.rule = 'missing_appointment'),
+               array_agg(r.call_id ORDER BY r.call_id)
+                   FILTER (WHERE r.rule = 'inconsistent_link_status')
+          FROM consistency._rule_link($1, $2, $3) r
+    $q$ INTO v_missing, v_ids USING v_since, v_now, v_bulk;
     v_detect_ms := consistency._ms_since(v_step);
 
     -- missing_appointment: the rollback path (creation_failed, critical
