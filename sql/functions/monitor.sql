@@ -244,13 +244,18 @@ BEGIN
 
     -- Both link rules in one pass, after the orphans were re-attached. The
     -- bulk path once the window holds a fifth of the calls (counted up to
-    -- that, from calls_created_at_idx): beyond it, probing each call costs
-    -- more than counting every appointment once (see _link_state).
+    -- that, from calls_created_at_idx; a window reaching the oldest call is
+    -- the whole table and needs no count): beyond it, probing each call
+    -- costs more than counting every appointment once (see _link_state).
     v_step := clock_timestamp();
-    v_bulk_from := greatest(1000, (SELECT c.reltuples::bigint / 5 FROM pg_catalog.pg_class c
-                                    WHERE c.oid = 'public.calls'::pg_catalog.regclass));
-    SELECT count(*) >= v_bulk_from INTO v_bulk
-      FROM (SELECT 1 FROM public.calls c WHERE c.created_at >= v_since LIMIT v_bulk_from) w;
+    IF v_since <= (SELECT min(c.created_at) FROM public.calls c) THEN
+        v_bulk := true;
+    ELSE
+        v_bulk_from := greatest(1000, (SELECT c.reltuples::bigint / 5 FROM pg_catalog.pg_class c
+                                        WHERE c.oid = 'public.calls'::pg_catalog.regclass));
+        SELECT count(*) >= v_bulk_from INTO v_bulk
+          FROM (SELECT 1 FROM public.calls c WHERE c.created_at >= v_since LIMIT v_bulk_from) w;
+    END IF;
     -- EXECUTE: planned for this window and path on every run. A cached
     -- generic plan (PL/pgSQL switches to one after five runs when it looks
     -- no dearer) would be costed for an unknown window, and could trade the
