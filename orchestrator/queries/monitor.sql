@@ -42,8 +42,19 @@ SET LOCAL session_replication_role = origin
 -- name: bench_check_run --
 SELECT sum(found), sum(corrected) FROM consistency.run_check(%(window)s::interval)
 
+-- name: bench_check_steps --
+-- Per-rule timings of the run just made (same transaction, before rollback).
+SELECT rules FROM consistency.check_runs ORDER BY id DESC LIMIT 1
+
+-- name: bench_check_plan_settings --
+-- run_check's SET clauses, for bench_check_plan (in a transaction).
+SET LOCAL enable_hashjoin = off;
+SET LOCAL jit = off
+
 -- name: bench_check_plan --
--- The plan run_check gets for the link-status rule (the costliest): the rule
--- inlined, the window an index condition, one probe of appointments per call.
+-- The plan run_check gets for the link rules over a window (the probe path:
+-- the window an index condition, one probe of appointments per call) or the
+-- whole table (the bulk path: a merge of calls_pkey with the grouped
+-- index-only scan of appointments_active_call_idx).
 EXPLAIN (COSTS OFF)
-SELECT * FROM consistency._rule_inconsistent_link_status(%(since)s::timestamptz, %(now)s::timestamptz)
+SELECT * FROM consistency._rule_link(%(since)s::timestamptz, %(now)s::timestamptz, %(bulk)s)

@@ -28,3 +28,12 @@ CREATE INDEX IF NOT EXISTS calls_outcome_mismatch_idx
     WHERE session_outcome IN ('appointment_booked', 'appointment_rescheduled')
       AND NOT appointment_made
       AND appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed');
+
+-- Link rules (consistency._link_state): the active appointments of a call,
+-- in call_id order. A window probes it per call; a whole-table check reads
+-- it once as an index-only scan (grouped, no sort) merged with calls_pkey.
+-- Its predicate columns change only when an appointment is cancelled or
+-- deleted, which already writes a new index entry (status, deleted_at).
+CREATE INDEX IF NOT EXISTS appointments_active_call_idx
+    ON public.appointments (call_id)
+    WHERE deleted_at IS NULL AND status <> 'cancelled';
