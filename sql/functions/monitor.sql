@@ -277,6 +277,13 @@ BEGIN
     v_step := clock_timestamp();
     IF v_missing IS NOT NULL THEN
         PERFORM consistency.resync_calls(v_missing);
+        -- resync_calls locked these calls (waiting for any writer of their
+        -- appointments) and recounted with a snapshot taken after the locks:
+        -- an appointment committed since detection now shows, and that call
+        -- is no phantom booking. Only calls still without one are rolled back.
+        SELECT array_agg(c.id ORDER BY c.id) INTO v_missing
+          FROM public.calls c
+         WHERE c.id = ANY (v_missing) AND c.active_appointment_count = 0;
     END IF;
     SELECT count(*), count(alert_id) INTO v_found, v_alerted
       FROM (SELECT consistency.rollback_booking(id,

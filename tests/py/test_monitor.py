@@ -176,3 +176,39 @@ def test_bench_check_smoke(cluster, run_cli) -> None:
                      "--json")
     assert result.code == 0, result
     assert '"scope": "whole table"' in result.out and '"found": ' in result.out
+
+
+def test_an_appointment_committed_during_the_check_is_not_rolled_back(conn, connect) -> None:
+    call_id = conn.execute(
+        "INSERT INTO calls (external_call_id, session_outcome, created_at) "
+        "VALUES ('late-booking', 'appointment_booked', now() - interval '10 minutes') RETURNING id"
+    ).fetchone()[0]
+    conn.commit()
+    writer, checker = connect(), connect()
+    writer.execute("INSERT INTO appointments (call_id, external_booking_id, source) "
+                   "VALUES (%s, 'late-1', 'voice_agent')", [call_id])  # not committed yet
+    result: list = []
+
+    def check() -> None:
+        result.extend(checker.execute("SELECT rule, found FROM consistency.run_check()"))
+        checker.commit()
+
+    thread = threading.Thread(target=check)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until the check waits for the writer's row lock
+        waiting = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                               "'Lock' AND pid = %s", [checker.info.backend_pid]).fetchone()[0]
+        conn.commit()
+        if waiting:
+            break
+        time.sleep(0.05)
+    assert waiting, "the check did not wait for the writer"
+    writer.commit()
+    thread.join(timeout=30)
+    assert dict(result)["missing_appointment"] == 0
+    status, failed = conn.execute("SELECT appointment_link_status, booking_failed FROM calls "
+                                  "WHERE id = %s", [call_id]).fetchone()
+    assert (status, failed) == ("linked", False)
+    assert conn.execute("SELECT count(*) FROM consistency.alerts "
+                        "WHERE alert_type = 'appointment_rollback'").fetchone()[0] == 0
