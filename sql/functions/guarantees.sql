@@ -212,14 +212,16 @@ DECLARE
     v_written_status  text := NEW.appointment_link_status;
     v_written_outcome text := NEW.session_outcome;
 BEGIN
-    -- The counter changes only through the sync triggers (nested, so never
-    -- here) and resync_calls(); a direct write would break G1 for good.
+    -- The counter changes only through the sync triggers (nested: their
+    -- statements run at trigger depth >= 1, ours is then >= 2) and
+    -- resync_calls(); a direct write would break G1 for good.
     IF TG_OP = 'INSERT' AND NEW.active_appointment_count IS DISTINCT FROM 0 THEN
         RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'leave it out of the INSERT: a new call has no appointments yet';
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.active_appointment_count IS DISTINCT FROM OLD.active_appointment_count
+       AND pg_trigger_depth() = 1
        AND current_setting('consistency.resyncing', true) IS DISTINCT FROM 'on' THEN
         RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
             USING ERRCODE = 'insufficient_privilege',
@@ -246,6 +248,12 @@ BEGIN
         IF NEW.session_outcome = 'appointment_booked'
            AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed') THEN
             NEW.appointment_link_status := 'pending_creation';
+        -- An outcome corrected away from a booking ends the flight: left
+        -- pending, the monitor would later roll the call back as failed.
+        ELSIF NEW.appointment_link_status = 'pending_creation'
+              AND (NEW.session_outcome IS NULL
+                   OR NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled')) THEN
+            NEW.appointment_link_status := 'unlinked';
         END IF;
     END IF;
 

@@ -1,0 +1,60 @@
+-- Review fixes of the guarantees: rules at every trigger depth, pending
+-- bookings that stop being bookings, the counter guard's unforgeable
+-- switch, alerts only for rows really written, and writers that are not
+-- consistency_app.
+BEGIN;
+SELECT plan(8);
+
+SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
+INSERT INTO calls (id, external_call_id, direction) SELECT g, 'call-' || g, 'outbound' FROM generate_series(1, 20) g;
+INSERT INTO appointments (call_id, external_booking_id) VALUES (11, 'b-11');
+DELETE FROM consistency.alerts;
+DELETE FROM consistency.alert_throttle;
+
+-- G1/G2 at trigger depth 1: an application trigger writes the link flags ----------
+CREATE TABLE public.app_events (call_id bigint);
+CREATE FUNCTION public.app_events_mark_booked() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE public.calls SET appointment_made = true, appointment_link_status = 'linked'
+     WHERE id = NEW.call_id;
+    UPDATE public.calls SET appointment_made = false WHERE id = NEW.call_id + 10;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER app_events_mark_booked AFTER INSERT ON public.app_events
+    FOR EACH ROW EXECUTE FUNCTION public.app_events_mark_booked();
+INSERT INTO public.app_events VALUES (1);
+SELECT results_eq($$ SELECT id, appointment_made, appointment_link_status FROM calls WHERE id IN (1, 11) ORDER BY id $$,
+                  $$ VALUES (1::bigint, false, 'unlinked'), (11::bigint, true, 'linked') $$,
+                  'flags written from an application trigger are corrected (G1/G2 at depth 1)');
+SELECT is((SELECT count(*)::int FROM consistency.alerts
+            WHERE alert_type = 'appointment_made_mismatch' AND entity_id IN (1, 11)), 2,
+          'and alerted');
+SELECT is_empty($$ SELECT * FROM consistency.violations() $$, 'no violation left by the nested writes');
+
+-- G4: a booking corrected to a non-booking outcome is no longer in flight --------
+UPDATE calls SET session_outcome = 'appointment_booked' WHERE id IN (2, 3, 4, 5);
+UPDATE calls SET session_outcome = 'information_only' WHERE id = 2;
+UPDATE calls SET session_outcome = NULL WHERE id = 3;
+UPDATE calls SET session_outcome = 'appointment_rescheduled' WHERE id = 4;
+SELECT results_eq($$ SELECT id, appointment_link_status FROM calls WHERE id BETWEEN 2 AND 5 ORDER BY id $$,
+                  $$ VALUES (2::bigint, 'unlinked'), (3::bigint, 'unlinked'),
+                            (4::bigint, 'pending_creation'), (5::bigint, 'pending_creation') $$,
+                  'pending_creation goes back to unlinked when the outcome stops being a booking');
+UPDATE calls SET appointment_link_status = 'pending_creation' WHERE id = 6;
+INSERT INTO calls (id, external_call_id, appointment_link_status, session_outcome)
+VALUES (30, 'pending-info', 'pending_creation', 'information_only');
+SELECT results_eq($$ SELECT id, appointment_link_status FROM calls WHERE id IN (6, 30) ORDER BY id $$,
+                  $$ VALUES (6::bigint, 'unlinked'), (30::bigint, 'unlinked') $$,
+                  'pending_creation without a booking outcome is not written either (update, insert)');
+SELECT is((SELECT count(*)::int FROM consistency.alerts WHERE entity_id IN (2, 3, 4, 5, 6, 30)), 0,
+          'ending a flight raises nothing');
+INSERT INTO appointments (call_id, external_booking_id) VALUES (5, 'b-5');
+DELETE FROM appointments WHERE external_booking_id = 'b-5';
+UPDATE calls SET session_outcome = 'information_only' WHERE id = 5;
+SELECT is((SELECT appointment_link_status FROM calls WHERE id = 5), 'cancelled',
+          'a cancelled booking stays cancelled when its outcome changes');
+
+SELECT is_empty($$ SELECT * FROM consistency.violations() $$, 'violations() is empty at the end');
+
+SELECT * FROM finish();
+ROLLBACK;
