@@ -222,7 +222,7 @@ BEGIN
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.active_appointment_count IS DISTINCT FROM OLD.active_appointment_count
        AND pg_trigger_depth() = 1
-       AND current_setting('consistency.resyncing', true) IS DISTINCT FROM 'on' THEN
+       AND NOT EXISTS (SELECT 1 FROM consistency._resync_txn r WHERE r.xact = pg_catalog.pg_current_xact_id()) THEN
         RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'write appointments instead; consistency.resync_calls() repairs a drifted count';
@@ -346,7 +346,10 @@ BEGIN
       ORDER BY c.id
         FOR NO KEY UPDATE;
 
-    PERFORM pg_catalog.set_config('consistency.resyncing', 'on', true);
+    -- Lets the counter guard through for this transaction only; a row of an
+    -- owner-only table, which no application role can write.
+    INSERT INTO consistency._resync_txn (xact) VALUES (pg_catalog.pg_current_xact_id())
+        ON CONFLICT DO NOTHING;
     WITH t AS (
         SELECT c.id, count(a.id)::integer AS n
           FROM public.calls c
@@ -370,7 +373,7 @@ BEGIN
             OR (c.appointment_link_status = 'linked') <> (t.n > 0)
             OR c.appointment_made <> (t.n > 0));
     GET DIAGNOSTICS v_changed = ROW_COUNT;
-    PERFORM pg_catalog.set_config('consistency.resyncing', 'off', true);
+    DELETE FROM consistency._resync_txn WHERE xact = pg_catalog.pg_current_xact_id();
     RETURN v_changed;
 END
 $$;

@@ -3,7 +3,7 @@
 -- switch, alerts only for rows really written, and writers that are not
 -- consistency_app.
 BEGIN;
-SELECT plan(8);
+SELECT plan(12);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 INSERT INTO calls (id, external_call_id, direction) SELECT g, 'call-' || g, 'outbound' FROM generate_series(1, 20) g;
@@ -53,6 +53,19 @@ DELETE FROM appointments WHERE external_booking_id = 'b-5';
 UPDATE calls SET session_outcome = 'information_only' WHERE id = 5;
 SELECT is((SELECT appointment_link_status FROM calls WHERE id = 5), 'cancelled',
           'a cancelled booking stays cancelled when its outcome changes');
+
+-- The counter guard cannot be switched off by a session setting ------------------
+SET LOCAL consistency.resyncing = 'on';
+SELECT throws_ok($$ UPDATE calls SET active_appointment_count = 5 WHERE id = 12 $$, '42501',
+                 'calls.active_appointment_count is maintained by consistency-guard',
+                 'the old switch (a custom setting anyone can set) no longer opens the guard');
+RESET consistency.resyncing;
+SELECT is(consistency.resync_calls(ARRAY[11, 12]::bigint[]), 0, 'resync_calls still writes (nothing to fix)');
+SET LOCAL session_replication_role = replica;
+UPDATE calls SET active_appointment_count = 4 WHERE id = 13;
+SET LOCAL session_replication_role = origin;
+SELECT is(consistency.resync_calls(ARRAY[13]::bigint[]), 1, 'resync_calls repairs a drifted counter');
+SELECT is((SELECT count(*)::int FROM consistency._resync_txn), 0, 'and leaves no switch behind');
 
 SELECT is_empty($$ SELECT * FROM consistency.violations() $$, 'violations() is empty at the end');
 
