@@ -14,6 +14,11 @@
 -- writes never call PL/pgSQL and the sync UPDATE above (which writes
 -- consistent rows, and none of the rule columns) skips them on a bitmap test.
 --
+-- Rights: every trigger function is SECURITY DEFINER with a pinned
+-- search_path, so any role that may write calls/appointments gets the
+-- guarantees and their alerts without any right in schema consistency (a
+-- firing trigger checks no EXECUTE right), and raise_alert stays owner-only.
+--
 -- Lock order: every statement locks calls in ascending id order (deltas are
 -- sorted by call id and joined by nested loop or merge join, never by hash
 -- join, whose order follows the physical table), so two batches touching the
@@ -25,6 +30,7 @@
 CREATE OR REPLACE FUNCTION consistency._link_sync_insert()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
@@ -65,6 +71,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._link_sync_update()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
@@ -125,6 +132,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._link_sync_delete()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
@@ -190,6 +198,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._link_sync_truncate()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM consistency._resync(NULL);
@@ -205,6 +214,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._call_rules()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_linked          boolean;

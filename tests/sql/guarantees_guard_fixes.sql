@@ -3,7 +3,7 @@
 -- switch, alerts only for rows really written, and writers that are not
 -- consistency_app.
 BEGIN;
-SELECT plan(12);
+SELECT plan(20);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 INSERT INTO calls (id, external_call_id, direction) SELECT g, 'call-' || g, 'outbound' FROM generate_series(1, 20) g;
@@ -66,6 +66,36 @@ UPDATE calls SET active_appointment_count = 4 WHERE id = 13;
 SET LOCAL session_replication_role = origin;
 SELECT is(consistency.resync_calls(ARRAY[13]::bigint[]), 1, 'resync_calls repairs a drifted counter');
 SELECT is((SELECT count(*)::int FROM consistency._resync_txn), 0, 'and leaves no switch behind');
+
+-- Any writer gets the guarantees, not only consistency_app ---------------------
+-- An application's existing role: DML on its tables, nothing in schema consistency.
+CREATE ROLE cg_legacy_writer;
+GRANT SELECT, INSERT, UPDATE, DELETE ON calls, appointments TO cg_legacy_writer;
+GRANT USAGE ON SEQUENCE calls_id_seq, appointments_id_seq TO cg_legacy_writer;
+SET LOCAL ROLE cg_legacy_writer;
+SELECT lives_ok($$ INSERT INTO appointments (call_id, external_booking_id) VALUES (14, 'legacy-1') $$,
+                'a role without rights in schema consistency inserts an appointment');
+SELECT lives_ok($$ DELETE FROM appointments WHERE external_booking_id = 'legacy-1' $$,
+                'and deletes it');
+SELECT lives_ok($$ UPDATE calls SET appointment_made = true WHERE id = 15 $$, 'and writes a wrong flag');
+SELECT throws_ok($$ UPDATE calls SET active_appointment_count = 2 WHERE id = 16 $$, '42501',
+                 'calls.active_appointment_count is maintained by consistency-guard',
+                 'its counter write is refused by the guard itself');
+RESET ROLE;
+SELECT results_eq($$ SELECT id, appointment_link_status, appointment_made FROM calls WHERE id IN (14, 15) ORDER BY id $$,
+                  $$ VALUES (14::bigint, 'cancelled', false), (15::bigint, 'unlinked', false) $$,
+                  'G1/G3 and G2 hold for that role');
+SELECT bag_eq($$ SELECT entity_id, alert_type FROM consistency.alerts WHERE entity_id IN (14, 15) $$,
+              $$ VALUES (14::bigint, 'appointment_unlinked'), (15::bigint, 'appointment_made_mismatch') $$,
+              'and its writes raise the alerts');
+
+-- The application cannot forge alerts or fill the throttle.
+SET LOCAL ROLE consistency_app;
+SELECT throws_ok($$ SELECT consistency.raise_alert('appointment_unlinked', 'warning', 'call', 17, 'forged') $$,
+                 '42501', NULL::text, 'consistency_app cannot call raise_alert');
+SELECT throws_ok($$ SELECT consistency._alert_unlinked(17, 1, 1) $$,
+                 '42501', NULL::text, 'nor the guard''s internal alert helper');
+RESET ROLE;
 
 SELECT is_empty($$ SELECT * FROM consistency.violations() $$, 'violations() is empty at the end');
 
