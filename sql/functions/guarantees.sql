@@ -271,13 +271,12 @@ BEGIN
     IF v_linked AND NEW.session_outcome IS NOT NULL
        AND NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled') THEN
         NEW.session_outcome := 'appointment_booked';
-        PERFORM consistency.raise_alert(
-            'session_outcome_corrected', 'warning', 'call', NEW.id,
+        PERFORM consistency._call_rule_alert(
+            TG_OP, NEW.external_call_id, 'session_outcome_corrected', NEW.id,
             format('call %s has %s active appointment(s) but session_outcome %s; set to appointment_booked',
                    NEW.id, NEW.active_appointment_count, v_written_outcome),
             jsonb_build_object('written', v_written_outcome, 'corrected', NEW.session_outcome,
-                               'active_appointments', NEW.active_appointment_count),
-            true);
+                               'active_appointments', NEW.active_appointment_count));
     END IF;
 
     -- G2 alert: the write claimed a link state the appointments contradict.
@@ -285,8 +284,8 @@ BEGIN
     IF (v_written_made IS DISTINCT FROM v_linked
         OR (v_written_status = 'linked') IS DISTINCT FROM v_linked)
        AND NEW.appointment_link_status <> 'pending_creation' THEN
-        PERFORM consistency.raise_alert(
-            'appointment_made_mismatch', 'warning', 'call', NEW.id,
+        PERFORM consistency._call_rule_alert(
+            TG_OP, NEW.external_call_id, 'appointment_made_mismatch', NEW.id,
             format('call %s written with appointment_made=%s, link status %s, but it has %s active '
                    'appointment(s); corrected', NEW.id, v_written_made, v_written_status,
                    NEW.active_appointment_count),
@@ -294,8 +293,7 @@ BEGIN
                                'written_link_status', v_written_status,
                                'appointment_made', NEW.appointment_made,
                                'link_status', NEW.appointment_link_status,
-                               'active_appointments', NEW.active_appointment_count),
-            true);
+                               'active_appointments', NEW.active_appointment_count));
     END IF;
 
     -- G6
@@ -322,6 +320,65 @@ BEGIN
     END IF;
 
     RETURN NEW;
+END
+$$;
+
+-- The alerts of the call rules (warnings, auto-corrected). An UPDATE's BEFORE
+-- ROW trigger runs on the row it then writes: raised at once. An INSERT's
+-- runs before an ON CONFLICT clause may drop the row, so the alert waits in
+-- an owner-only table for the AFTER INSERT trigger, which fires only for rows
+-- really inserted; the session flag only wakes that trigger (forging it
+-- finds nothing to raise).
+CREATE OR REPLACE FUNCTION consistency._call_rule_alert(
+    p_op text, p_external_call_id text, p_alert_type text, p_call_id bigint,
+    p_description text, p_metadata jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF p_op <> 'INSERT' THEN
+        PERFORM consistency.raise_alert(p_alert_type, 'warning', 'call', p_call_id, p_description,
+                                        p_metadata, true);
+        RETURN;
+    END IF;
+    -- Left-overs of rows an ON CONFLICT dropped, in finished transactions.
+    DELETE FROM consistency._call_alerts_pending p
+     WHERE p.ctid = ANY (ARRAY(SELECT q.ctid FROM consistency._call_alerts_pending q
+                                WHERE q.xact < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
+                                  FOR UPDATE SKIP LOCKED));
+    INSERT INTO consistency._call_alerts_pending AS p
+           (xact, call_id, external_call_id, alert_type, description, metadata)
+    VALUES (pg_catalog.pg_current_xact_id(), p_call_id, p_external_call_id, p_alert_type,
+            p_description, p_metadata)
+    ON CONFLICT (xact, call_id, alert_type) DO UPDATE
+       SET external_call_id = EXCLUDED.external_call_id, description = EXCLUDED.description,
+           metadata = EXCLUDED.metadata;
+    PERFORM pg_catalog.set_config('consistency.call_alerts_pending', 'on', true);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._call_rules_inserted()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_alert record;
+BEGIN
+    FOR v_alert IN
+        DELETE FROM consistency._call_alerts_pending p
+         WHERE p.xact = pg_catalog.pg_current_xact_id() AND p.call_id = NEW.id
+           AND p.external_call_id IS NOT DISTINCT FROM NEW.external_call_id
+        RETURNING p.alert_type, p.description, p.metadata
+    LOOP
+        PERFORM consistency.raise_alert(v_alert.alert_type, 'warning', 'call', NEW.id,
+                                        v_alert.description, v_alert.metadata, true);
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM consistency._call_alerts_pending p
+                    WHERE p.xact = pg_catalog.pg_current_xact_id()) THEN
+        PERFORM pg_catalog.set_config('consistency.call_alerts_pending', '', true);
+    END IF;
+    RETURN NULL;
 END
 $$;
 

@@ -22,6 +22,15 @@ CREATE TRIGGER calls_rules_insert
                    OR NEW.customer_linked_at IS NULL OR NEW.customer_link_method IS NULL)))
     EXECUTE FUNCTION consistency._call_rules();
 
+-- The insert rules' alerts, raised only for rows really inserted (see
+-- consistency._call_rule_alert); the flag is set only by a pending alert.
+DROP TRIGGER IF EXISTS calls_rules_inserted ON public.calls;
+CREATE TRIGGER calls_rules_inserted
+    AFTER INSERT ON public.calls
+    FOR EACH ROW
+    WHEN (current_setting('consistency.call_alerts_pending', true) = 'on')
+    EXECUTE FUNCTION consistency._call_rules_inserted();
+
 -- Columns the appointment sync never writes: its UPDATE skips this trigger
 -- on a bitmap test, before the WHEN clause is even prepared (PostgreSQL
 -- prepares a WHEN clause once per statement, which would cost a single-row

@@ -3,7 +3,7 @@
 -- switch, alerts only for rows really written, and writers that are not
 -- consistency_app.
 BEGIN;
-SELECT plan(20);
+SELECT plan(24);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 INSERT INTO calls (id, external_call_id, direction) SELECT g, 'call-' || g, 'outbound' FROM generate_series(1, 20) g;
@@ -96,6 +96,28 @@ SELECT throws_ok($$ SELECT consistency.raise_alert('appointment_unlinked', 'warn
 SELECT throws_ok($$ SELECT consistency._alert_unlinked(17, 1, 1) $$,
                  '42501', NULL::text, 'nor the guard''s internal alert helper');
 RESET ROLE;
+
+-- Alerts only for rows really written ----------------------------------------
+DELETE FROM consistency.alerts;
+DELETE FROM consistency.alert_throttle;
+INSERT INTO calls (id, external_call_id, appointment_made) VALUES (40, 'call-7', true), (41, 'fresh-1', true)
+    ON CONFLICT (external_call_id) DO NOTHING;
+SELECT results_eq($$ SELECT a.entity_id, c.external_call_id FROM consistency.alerts a
+                       LEFT JOIN calls c ON c.id = a.entity_id
+                      WHERE a.alert_type = 'appointment_made_mismatch' $$,
+                  $$ SELECT id, external_call_id FROM calls WHERE external_call_id = 'fresh-1' $$,
+                  'ON CONFLICT DO NOTHING: an alert for the inserted row only, none for the dropped one');
+SELECT is((SELECT count(*)::int FROM consistency._call_alerts_pending), 1,
+          'the dropped row''s pending alert is left for a later cleanup, never raised');
+INSERT INTO calls (id, external_call_id, appointment_made) VALUES (42, 'call-8', true)
+    ON CONFLICT (external_call_id) DO UPDATE SET appointment_made = true;
+SELECT results_eq($$ SELECT a.entity_id FROM consistency.alerts a
+                      WHERE a.alert_type = 'appointment_made_mismatch' AND a.entity_id <> (
+                            SELECT id FROM calls WHERE external_call_id = 'fresh-1') $$,
+                  $$ VALUES (8::bigint) $$,
+                  'ON CONFLICT DO UPDATE: one alert, for the existing call the UPDATE corrected');
+SELECT results_eq($$ SELECT appointment_made FROM calls WHERE external_call_id IN ('call-7', 'call-8', 'fresh-1') $$,
+                  $$ VALUES (false), (false), (false) $$, 'every written row corrected');
 
 SELECT is_empty($$ SELECT * FROM consistency.violations() $$, 'violations() is empty at the end');
 
