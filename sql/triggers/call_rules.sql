@@ -13,8 +13,8 @@ CREATE TRIGGER calls_rules_insert
           OR (NEW.session_outcome = 'appointment_booked'
               AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
           OR (NEW.appointment_link_status = 'pending_creation'
-              AND (NEW.session_outcome IS NULL
-                   OR NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled')))
+              AND NEW.session_outcome IS DISTINCT FROM 'appointment_booked'
+              AND NEW.session_outcome IS DISTINCT FROM 'appointment_rescheduled')
           OR NEW.direction IS NULL OR NEW.direction = ''
           OR (NEW.customer_id IS NULL AND NEW.customer_link_status = 'linked')
           OR (NEW.customer_id IS NOT NULL
@@ -48,8 +48,8 @@ CREATE TRIGGER calls_rules_update
               AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
           OR (NEW.active_appointment_count = 0
               AND NEW.appointment_link_status = 'pending_creation'
-              AND (NEW.session_outcome IS NULL
-                   OR NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled')))
+              AND NEW.session_outcome IS DISTINCT FROM 'appointment_booked'
+              AND NEW.session_outcome IS DISTINCT FROM 'appointment_rescheduled')
           OR (NEW.active_appointment_count > 0
               AND NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled'))
           OR NEW.direction IS NULL OR NEW.direction = ''
@@ -61,28 +61,21 @@ CREATE TRIGGER calls_rules_update
     EXECUTE FUNCTION consistency._call_rules();
 
 -- The link columns are written by the sync triggers too, so this one cannot
--- skip them by column. Its WHEN clause is again the rules, at every trigger
--- depth (an application's own trigger writing calls gets them too): the
--- sync writes consistent rows by construction and never matches them. The
--- one origin test is for the counter, which only the sync changes without
--- the rules holding beforehand: pg_trigger_depth() in a WHEN clause is the
--- depth of the statement being checked, >= 1 for the sync's UPDATE. A
--- change of the counter at depth 0 reaches the function, which refuses it
--- unless resync_calls() runs in this transaction.
+-- skip them by column. pg_trigger_depth() in a WHEN clause is the depth of
+-- the statement being checked: 0 for an application's own UPDATE, which
+-- always reaches the function (it refuses direct writes of the counter
+-- unless resync_calls() runs in this transaction, and corrects G1/G2, G4,
+-- G5 like the rule trigger above). At depth >= 1 (the sync's UPDATE, but
+-- also an application's own trigger writing calls) G1/G2 are checked on the
+-- row: the sync writes consistent rows by construction and never enters.
+-- Kept this small on purpose: the clause is prepared once per statement,
+-- and the rules in full (IN lists) cost a single-row sync about a third more.
 DROP TRIGGER IF EXISTS calls_link_guard ON public.calls;
 CREATE TRIGGER calls_link_guard
     BEFORE UPDATE OF appointment_made, appointment_link_status, active_appointment_count
     ON public.calls
     FOR EACH ROW
-    WHEN (NEW.appointment_made IS DISTINCT FROM (NEW.active_appointment_count > 0)
-          OR (NEW.appointment_link_status = 'linked') IS DISTINCT FROM (NEW.active_appointment_count > 0)
-          OR (NEW.active_appointment_count IS DISTINCT FROM OLD.active_appointment_count
-              AND pg_trigger_depth() = 0)
-          OR (NEW.active_appointment_count = 0
-              AND NEW.session_outcome = 'appointment_booked'
-              AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
-          OR (NEW.active_appointment_count = 0
-              AND NEW.appointment_link_status = 'pending_creation'
-              AND (NEW.session_outcome IS NULL
-                   OR NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled'))))
+    WHEN (pg_trigger_depth() = 0
+          OR NEW.appointment_made <> (NEW.active_appointment_count > 0)
+          OR NEW.appointment_made <> (NEW.appointment_link_status = 'linked'))
     EXECUTE FUNCTION consistency._call_rules();
