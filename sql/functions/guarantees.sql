@@ -326,9 +326,10 @@ $$;
 -- The alerts of the call rules (warnings, auto-corrected). An UPDATE's BEFORE
 -- ROW trigger runs on the row it then writes: raised at once. An INSERT's
 -- runs before an ON CONFLICT clause may drop the row, so the alert waits in
--- an owner-only table for the AFTER INSERT trigger, which fires only for rows
--- really inserted; the session flag only wakes that trigger (forging it
--- finds nothing to raise).
+-- an owner-only table for the AFTER INSERT statement trigger, which raises
+-- it only if the row is there. The session flag only wakes that trigger
+-- (forging it finds nothing to raise); a statement trigger, because an
+-- AFTER ROW trigger (even one whose WHEN is false) costs every inserted row.
 CREATE OR REPLACE FUNCTION consistency._call_rule_alert(
     p_op text, p_external_call_id text, p_alert_type text, p_call_id bigint,
     p_description text, p_metadata jsonb)
@@ -341,11 +342,6 @@ BEGIN
                                         p_metadata, true);
         RETURN;
     END IF;
-    -- Left-overs of rows an ON CONFLICT dropped, in finished transactions.
-    DELETE FROM consistency._call_alerts_pending p
-     WHERE p.ctid = ANY (ARRAY(SELECT q.ctid FROM consistency._call_alerts_pending q
-                                WHERE q.xact < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-                                  FOR UPDATE SKIP LOCKED));
     INSERT INTO consistency._call_alerts_pending AS p
            (xact, call_id, external_call_id, alert_type, description, metadata)
     VALUES (pg_catalog.pg_current_xact_id(), p_call_id, p_external_call_id, p_alert_type,
@@ -365,19 +361,21 @@ AS $$
 DECLARE
     v_alert record;
 BEGIN
+    PERFORM pg_catalog.set_config('consistency.call_alerts_pending', '', true);
     FOR v_alert IN
         DELETE FROM consistency._call_alerts_pending p
-         WHERE p.xact = pg_catalog.pg_current_xact_id() AND p.call_id = NEW.id
-           AND p.external_call_id IS NOT DISTINCT FROM NEW.external_call_id
-        RETURNING p.alert_type, p.description, p.metadata
+         WHERE p.xact = pg_catalog.pg_current_xact_id()
+        RETURNING p.call_id, p.external_call_id, p.alert_type, p.description, p.metadata
     LOOP
-        PERFORM consistency.raise_alert(v_alert.alert_type, 'warning', 'call', NEW.id,
-                                        v_alert.description, v_alert.metadata, true);
+        -- A row ON CONFLICT dropped is not there (its id was never used, or
+        -- belongs to another call).
+        IF EXISTS (SELECT 1 FROM public.calls c
+                    WHERE c.id = v_alert.call_id
+                      AND c.external_call_id IS NOT DISTINCT FROM v_alert.external_call_id) THEN
+            PERFORM consistency.raise_alert(v_alert.alert_type, 'warning', 'call', v_alert.call_id,
+                                            v_alert.description, v_alert.metadata, true);
+        END IF;
     END LOOP;
-    IF NOT EXISTS (SELECT 1 FROM consistency._call_alerts_pending p
-                    WHERE p.xact = pg_catalog.pg_current_xact_id()) THEN
-        PERFORM pg_catalog.set_config('consistency.call_alerts_pending', '', true);
-    END IF;
     RETURN NULL;
 END
 $$;

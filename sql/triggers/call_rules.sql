@@ -27,7 +27,7 @@ CREATE TRIGGER calls_rules_insert
 DROP TRIGGER IF EXISTS calls_rules_inserted ON public.calls;
 CREATE TRIGGER calls_rules_inserted
     AFTER INSERT ON public.calls
-    FOR EACH ROW
+    FOR EACH STATEMENT
     WHEN (current_setting('consistency.call_alerts_pending', true) = 'on')
     EXECUTE FUNCTION consistency._call_rules_inserted();
 
