@@ -222,16 +222,16 @@ DECLARE
     v_written_status  text := NEW.appointment_link_status;
     v_written_outcome text := NEW.session_outcome;
 BEGIN
-    -- The counter changes only through the sync triggers (nested: their
-    -- statements run at trigger depth >= 1, ours is then >= 2) and
-    -- resync_calls(); a direct write would break G1 for good.
+    -- The counter changes only through the sync triggers (which never get
+    -- here: they write consistent rows, and calls_link_guard lets nested
+    -- statements in only when G1/G2 are broken) and resync_calls(); a direct
+    -- write would break G1 for good.
     IF TG_OP = 'INSERT' AND NEW.active_appointment_count IS DISTINCT FROM 0 THEN
         RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'leave it out of the INSERT: a new call has no appointments yet';
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.active_appointment_count IS DISTINCT FROM OLD.active_appointment_count
-       AND pg_trigger_depth() = 1
        AND NOT EXISTS (SELECT 1 FROM consistency._resync_txn r WHERE r.xact = pg_catalog.pg_current_xact_id()) THEN
         RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
             USING ERRCODE = 'insufficient_privilege',

@@ -3,7 +3,7 @@
 -- switch, alerts only for rows really written, and writers that are not
 -- consistency_app.
 BEGIN;
-SELECT plan(24);
+SELECT plan(27);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 INSERT INTO calls (id, external_call_id, direction) SELECT g, 'call-' || g, 'outbound' FROM generate_series(1, 20) g;
@@ -60,6 +60,25 @@ SELECT throws_ok($$ UPDATE calls SET active_appointment_count = 5 WHERE id = 12 
                  'calls.active_appointment_count is maintained by consistency-guard',
                  'the old switch (a custom setting anyone can set) no longer opens the guard');
 RESET consistency.resyncing;
+SET LOCAL ROLE consistency_app;
+SET LOCAL consistency.resyncing = 'on';
+SELECT throws_ok($$ UPDATE calls SET active_appointment_count = 5 WHERE id = 12 $$, '42501',
+                 'calls.active_appointment_count is maintained by consistency-guard',
+                 'nor for consistency_app');
+SELECT throws_ok($$ INSERT INTO consistency._resync_txn VALUES (pg_current_xact_id()) $$, '42501', NULL::text,
+                 'the application cannot open the guard the way resync_calls does');
+RESET consistency.resyncing;
+RESET ROLE;
+CREATE FUNCTION public.app_events_set_count() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE public.calls SET active_appointment_count = 5, appointment_made = false WHERE id = NEW.call_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER app_events_set_count AFTER INSERT ON public.app_events
+    FOR EACH ROW WHEN (NEW.call_id = 12) EXECUTE FUNCTION public.app_events_set_count();
+SELECT throws_ok($$ INSERT INTO public.app_events VALUES (12) $$, '42501',
+                 'calls.active_appointment_count is maintained by consistency-guard',
+                 'a counter write from an application trigger that breaks G1/G2 is refused too');
 SELECT is(consistency.resync_calls(ARRAY[11, 12]::bigint[]), 0, 'resync_calls still writes (nothing to fix)');
 SET LOCAL session_replication_role = replica;
 UPDATE calls SET active_appointment_count = 4 WHERE id = 13;
