@@ -24,8 +24,9 @@ GRANT EXECUTE ON FUNCTION
     consistency.setting_numeric(text)
     TO consistency_app, consistency_reviewer, consistency_monitor;
 
--- The application: its own tables, and raising alerts (the guard's triggers
--- run as the writing role and call raise_alert).
+-- The application: its own tables. The guard's trigger functions run as the
+-- owner (SECURITY DEFINER), so writers need no right in schema consistency
+-- and no role but the owner raises alerts directly.
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.calls, public.appointments TO consistency_app;
 DO $grants$
 DECLARE
@@ -42,8 +43,6 @@ BEGIN
     END LOOP;
 END
 $grants$;
-GRANT EXECUTE ON FUNCTION consistency.raise_alert(text, text, text, bigint, text, jsonb, boolean)
-    TO consistency_app;
 
 -- The monitor reads, never writes.
 GRANT SELECT ON public.calls, public.appointments TO consistency_monitor;
@@ -91,11 +90,9 @@ GRANT EXECUTE ON FUNCTION consistency.circuit_status(text) TO consistency_monito
 GRANT SELECT ON consistency.relay_sinks, consistency.relay_deliveries TO consistency_monitor;
 GRANT EXECUTE ON FUNCTION consistency.relay_status() TO consistency_monitor;
 -- guarantees
--- Trigger functions run as the writing role; violations() is read-only and
--- runs with the caller's rights. resync_calls() writes the guarded counter:
--- owner only (the monitor's SECURITY DEFINER check functions call it).
+-- Trigger functions run as the owner (SECURITY DEFINER: PostgreSQL checks no
+-- EXECUTE right when a trigger fires), whatever role writes; violations() is
+-- read-only and runs with the caller's rights. resync_calls() writes the
+-- guarded counter: owner only (the monitor's SECURITY DEFINER check
+-- functions call it).
 GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consistency_monitor;
-GRANT EXECUTE ON FUNCTION
-    consistency._alert_unlinked(bigint, bigint, integer),
-    consistency._recheck_outcome(bigint[])
-    TO consistency_app;

@@ -14,6 +14,11 @@
 -- writes never call PL/pgSQL and the sync UPDATE above (which writes
 -- consistent rows, and none of the rule columns) skips them on a bitmap test.
 --
+-- Rights: every trigger function is SECURITY DEFINER with a pinned
+-- search_path, so any role that may write calls/appointments gets the
+-- guarantees and their alerts without any right in schema consistency (a
+-- firing trigger checks no EXECUTE right), and raise_alert stays owner-only.
+--
 -- Lock order: every statement locks calls in ascending id order (deltas are
 -- sorted by call id and joined by nested loop or merge join, never by hash
 -- join, whose order follows the physical table), so two batches touching the
@@ -25,6 +30,7 @@
 CREATE OR REPLACE FUNCTION consistency._link_sync_insert()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
@@ -65,6 +71,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._link_sync_update()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
@@ -125,6 +132,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._link_sync_delete()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
@@ -190,6 +198,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._link_sync_truncate()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     PERFORM consistency._resync(NULL);
@@ -205,6 +214,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._call_rules()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_linked          boolean;
@@ -212,15 +222,17 @@ DECLARE
     v_written_status  text := NEW.appointment_link_status;
     v_written_outcome text := NEW.session_outcome;
 BEGIN
-    -- The counter changes only through the sync triggers (nested, so never
-    -- here) and resync_calls(); a direct write would break G1 for good.
+    -- The counter changes only through the sync triggers (which never get
+    -- here: they write consistent rows, and calls_link_guard lets nested
+    -- statements in only when G1/G2 are broken) and resync_calls(); a direct
+    -- write would break G1 for good.
     IF TG_OP = 'INSERT' AND NEW.active_appointment_count IS DISTINCT FROM 0 THEN
         RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'leave it out of the INSERT: a new call has no appointments yet';
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.active_appointment_count IS DISTINCT FROM OLD.active_appointment_count
-       AND current_setting('consistency.resyncing', true) IS DISTINCT FROM 'on' THEN
+       AND NOT EXISTS (SELECT 1 FROM consistency._resync_txn r WHERE r.xact = pg_catalog.pg_current_xact_id()) THEN
         RAISE EXCEPTION 'calls.active_appointment_count is maintained by consistency-guard'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'write appointments instead; consistency.resync_calls() repairs a drifted count';
@@ -246,6 +258,12 @@ BEGIN
         IF NEW.session_outcome = 'appointment_booked'
            AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed') THEN
             NEW.appointment_link_status := 'pending_creation';
+        -- An outcome corrected away from a booking ends the flight: left
+        -- pending, the monitor would later roll the call back as failed.
+        ELSIF NEW.appointment_link_status = 'pending_creation'
+              AND (NEW.session_outcome IS NULL
+                   OR NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled')) THEN
+            NEW.appointment_link_status := 'unlinked';
         END IF;
     END IF;
 
@@ -253,13 +271,12 @@ BEGIN
     IF v_linked AND NEW.session_outcome IS NOT NULL
        AND NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled') THEN
         NEW.session_outcome := 'appointment_booked';
-        PERFORM consistency.raise_alert(
-            'session_outcome_corrected', 'warning', 'call', NEW.id,
+        PERFORM consistency._call_rule_alert(
+            TG_OP, NEW.external_call_id, 'session_outcome_corrected', NEW.id,
             format('call %s has %s active appointment(s) but session_outcome %s; set to appointment_booked',
                    NEW.id, NEW.active_appointment_count, v_written_outcome),
             jsonb_build_object('written', v_written_outcome, 'corrected', NEW.session_outcome,
-                               'active_appointments', NEW.active_appointment_count),
-            true);
+                               'active_appointments', NEW.active_appointment_count));
     END IF;
 
     -- G2 alert: the write claimed a link state the appointments contradict.
@@ -267,8 +284,8 @@ BEGIN
     IF (v_written_made IS DISTINCT FROM v_linked
         OR (v_written_status = 'linked') IS DISTINCT FROM v_linked)
        AND NEW.appointment_link_status <> 'pending_creation' THEN
-        PERFORM consistency.raise_alert(
-            'appointment_made_mismatch', 'warning', 'call', NEW.id,
+        PERFORM consistency._call_rule_alert(
+            TG_OP, NEW.external_call_id, 'appointment_made_mismatch', NEW.id,
             format('call %s written with appointment_made=%s, link status %s, but it has %s active '
                    'appointment(s); corrected', NEW.id, v_written_made, v_written_status,
                    NEW.active_appointment_count),
@@ -276,8 +293,7 @@ BEGIN
                                'written_link_status', v_written_status,
                                'appointment_made', NEW.appointment_made,
                                'link_status', NEW.appointment_link_status,
-                               'active_appointments', NEW.active_appointment_count),
-            true);
+                               'active_appointments', NEW.active_appointment_count));
     END IF;
 
     -- G6
@@ -304,6 +320,63 @@ BEGIN
     END IF;
 
     RETURN NEW;
+END
+$$;
+
+-- The alerts of the call rules (warnings, auto-corrected). An UPDATE's BEFORE
+-- ROW trigger runs on the row it then writes: raised at once. An INSERT's
+-- runs before an ON CONFLICT clause may drop the row, so the alert waits in
+-- an owner-only table for the AFTER INSERT statement trigger, which raises
+-- it only if the row is there. The session flag only wakes that trigger
+-- (forging it finds nothing to raise); a statement trigger, because an
+-- AFTER ROW trigger (even one whose WHEN is false) costs every inserted row.
+CREATE OR REPLACE FUNCTION consistency._call_rule_alert(
+    p_op text, p_external_call_id text, p_alert_type text, p_call_id bigint,
+    p_description text, p_metadata jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF p_op <> 'INSERT' THEN
+        PERFORM consistency.raise_alert(p_alert_type, 'warning', 'call', p_call_id, p_description,
+                                        p_metadata, true);
+        RETURN;
+    END IF;
+    INSERT INTO consistency._call_alerts_pending AS p
+           (xact, call_id, external_call_id, alert_type, description, metadata)
+    VALUES (pg_catalog.pg_current_xact_id(), p_call_id, p_external_call_id, p_alert_type,
+            p_description, p_metadata)
+    ON CONFLICT (xact, call_id, alert_type) DO UPDATE
+       SET external_call_id = EXCLUDED.external_call_id, description = EXCLUDED.description,
+           metadata = EXCLUDED.metadata;
+    PERFORM pg_catalog.set_config('consistency.call_alerts_pending', 'on', true);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._call_rules_inserted()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_alert record;
+BEGIN
+    PERFORM pg_catalog.set_config('consistency.call_alerts_pending', '', true);
+    FOR v_alert IN
+        DELETE FROM consistency._call_alerts_pending p
+         WHERE p.xact = pg_catalog.pg_current_xact_id()
+        RETURNING p.call_id, p.external_call_id, p.alert_type, p.description, p.metadata
+    LOOP
+        -- A row ON CONFLICT dropped is not there (its id was never used, or
+        -- belongs to another call).
+        IF EXISTS (SELECT 1 FROM public.calls c
+                    WHERE c.id = v_alert.call_id
+                      AND c.external_call_id IS NOT DISTINCT FROM v_alert.external_call_id) THEN
+            PERFORM consistency.raise_alert(v_alert.alert_type, 'warning', 'call', v_alert.call_id,
+                                            v_alert.description, v_alert.metadata, true);
+        END IF;
+    END LOOP;
+    RETURN NULL;
 END
 $$;
 
@@ -338,7 +411,10 @@ BEGIN
       ORDER BY c.id
         FOR NO KEY UPDATE;
 
-    PERFORM pg_catalog.set_config('consistency.resyncing', 'on', true);
+    -- Lets the counter guard through for this transaction only; a row of an
+    -- owner-only table, which no application role can write.
+    INSERT INTO consistency._resync_txn (xact) VALUES (pg_catalog.pg_current_xact_id())
+        ON CONFLICT DO NOTHING;
     WITH t AS (
         SELECT c.id, count(a.id)::integer AS n
           FROM public.calls c
@@ -362,7 +438,7 @@ BEGIN
             OR (c.appointment_link_status = 'linked') <> (t.n > 0)
             OR c.appointment_made <> (t.n > 0));
     GET DIAGNOSTICS v_changed = ROW_COUNT;
-    PERFORM pg_catalog.set_config('consistency.resyncing', 'off', true);
+    DELETE FROM consistency._resync_txn WHERE xact = pg_catalog.pg_current_xact_id();
     RETURN v_changed;
 END
 $$;

@@ -12,12 +12,24 @@ CREATE TRIGGER calls_rules_insert
           OR NEW.appointment_link_status = 'linked'
           OR (NEW.session_outcome = 'appointment_booked'
               AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
+          OR (NEW.appointment_link_status = 'pending_creation'
+              AND NEW.session_outcome IS DISTINCT FROM 'appointment_booked'
+              AND NEW.session_outcome IS DISTINCT FROM 'appointment_rescheduled')
           OR NEW.direction IS NULL OR NEW.direction = ''
           OR (NEW.customer_id IS NULL AND NEW.customer_link_status = 'linked')
           OR (NEW.customer_id IS NOT NULL
               AND (NEW.customer_link_status IS DISTINCT FROM 'linked'
                    OR NEW.customer_linked_at IS NULL OR NEW.customer_link_method IS NULL)))
     EXECUTE FUNCTION consistency._call_rules();
+
+-- The insert rules' alerts, raised only for rows really inserted (see
+-- consistency._call_rule_alert); the flag is set only by a pending alert.
+DROP TRIGGER IF EXISTS calls_rules_inserted ON public.calls;
+CREATE TRIGGER calls_rules_inserted
+    AFTER INSERT ON public.calls
+    FOR EACH STATEMENT
+    WHEN (current_setting('consistency.call_alerts_pending', true) = 'on')
+    EXECUTE FUNCTION consistency._call_rules_inserted();
 
 -- Columns the appointment sync never writes: its UPDATE skips this trigger
 -- on a bitmap test, before the WHEN clause is even prepared (PostgreSQL
@@ -34,6 +46,10 @@ CREATE TRIGGER calls_rules_update
           OR (NEW.active_appointment_count = 0
               AND NEW.session_outcome = 'appointment_booked'
               AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
+          OR (NEW.active_appointment_count = 0
+              AND NEW.appointment_link_status = 'pending_creation'
+              AND NEW.session_outcome IS DISTINCT FROM 'appointment_booked'
+              AND NEW.session_outcome IS DISTINCT FROM 'appointment_rescheduled')
           OR (NEW.active_appointment_count > 0
               AND NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled'))
           OR NEW.direction IS NULL OR NEW.direction = ''
@@ -46,15 +62,20 @@ CREATE TRIGGER calls_rules_update
 
 -- The link columns are written by the sync triggers too, so this one cannot
 -- skip them by column. pg_trigger_depth() in a WHEN clause is the depth of
--- the statement being checked: 0 for an application's own UPDATE, >= 1 for
--- the sync's, which writes consistent values by construction. The function
--- refuses direct writes of the counter (resync_calls() is let through by a
--- transaction-local setting) and corrects G1/G2 (and G4, G5) like the rule
--- trigger above; a corrected row does not fire anything again.
+-- the statement being checked: 0 for an application's own UPDATE, which
+-- always reaches the function (it refuses direct writes of the counter
+-- unless resync_calls() runs in this transaction, and corrects G1/G2, G4,
+-- G5 like the rule trigger above). At depth >= 1 (the sync's UPDATE, but
+-- also an application's own trigger writing calls) G1/G2 are checked on the
+-- row: the sync writes consistent rows by construction and never enters.
+-- Kept this small on purpose: the clause is prepared once per statement,
+-- and the rules in full (IN lists) cost a single-row sync about a third more.
 DROP TRIGGER IF EXISTS calls_link_guard ON public.calls;
 CREATE TRIGGER calls_link_guard
     BEFORE UPDATE OF appointment_made, appointment_link_status, active_appointment_count
     ON public.calls
     FOR EACH ROW
-    WHEN (pg_trigger_depth() = 0)
+    WHEN (pg_trigger_depth() = 0
+          OR NEW.appointment_made <> (NEW.active_appointment_count > 0)
+          OR NEW.appointment_made <> (NEW.appointment_link_status = 'linked'))
     EXECUTE FUNCTION consistency._call_rules();

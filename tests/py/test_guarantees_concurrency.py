@@ -126,7 +126,7 @@ END $$;
 RECOMPUTE = (RECOMPUTE_FN.format(t="new_rows") + RECOMPUTE_FN.format(t="old_rows") + """
 ALTER TABLE appointments DISABLE TRIGGER appointments_link_sync_insert,
     DISABLE TRIGGER appointments_link_sync_delete;
-ALTER TABLE calls DISABLE TRIGGER calls_rules_update;
+ALTER TABLE calls DISABLE TRIGGER calls_rules_update, DISABLE TRIGGER calls_link_guard;
 CREATE TRIGGER recompute_insert AFTER INSERT ON appointments REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION public.recompute_from_new_rows();
 CREATE TRIGGER recompute_delete AFTER DELETE ON appointments REFERENCING OLD TABLE AS old_rows

@@ -120,14 +120,17 @@ SELECT is(consistency.relay_fail('r2', d.id, 'HTTP 503', false, NULL, 4),
 SELECT is((SELECT count(*) FROM consistency.alerts WHERE alert_type = 'relay_delivery_failed'),
           2::bigint, 'a dead letter raises relay_delivery_failed too');
 
--- The application role raises alerts through raise_alert; the rows follow.
+-- Alerts raised while the application role writes (here the guard's G2
+-- trigger; the role itself may not call raise_alert); the rows follow.
 SET LOCAL ROLE consistency_app;
-CREATE TEMP TABLE app_alert AS
-SELECT consistency.raise_alert('from_app', 'critical', 'call', 99, 'raised by the app') AS id;
+INSERT INTO public.calls (external_call_id, appointment_made) VALUES ('relay-from-app', true);
 RESET ROLE;
+CREATE TEMP TABLE app_alert AS
+SELECT a.id FROM consistency.alerts a JOIN public.calls c ON c.id = a.entity_id
+ WHERE c.external_call_id = 'relay-from-app' AND a.alert_type = 'appointment_made_mismatch';
 SELECT is((SELECT count(*) FROM consistency.relay_deliveries d, app_alert
             WHERE d.alert_id = app_alert.id AND d.status = 'pending'),
-          2::bigint, 'an alert raised by consistency_app gets its delivery rows');
+          2::bigint, 'an alert raised by a write of consistency_app gets its delivery rows');
 
 SELECT ok(consistency.relay_unregister_sink((SELECT slack FROM sink)), 'a sink can be unregistered');
 SELECT is((SELECT count(*) FROM consistency.relay_deliveries WHERE sink_id = (SELECT slack FROM sink)),
