@@ -95,7 +95,9 @@ GRANT EXECUTE ON FUNCTION consistency.relay_status() TO consistency_monitor;
 -- runs with the caller's rights. resync_calls() writes the guarded counter:
 -- owner only (the monitor's SECURITY DEFINER check functions call it).
 GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consistency_monitor;
+-- G3 alerts are raised as a set by the sync, running as the writing role.
 GRANT EXECUTE ON FUNCTION
-    consistency._alert_unlinked(bigint, bigint, integer),
+    consistency._alert_unlinked(bigint[], bigint[], integer[]),
+    consistency._raise_alerts(text, text, text, bigint[], text[], jsonb[], boolean),
     consistency._recheck_outcome(bigint[])
     TO consistency_app;

@@ -14,6 +14,9 @@
 -- writes never call PL/pgSQL and the sync UPDATE above (which writes
 -- consistent rows, and none of the rule columns) skips them on a bitmap test.
 --
+-- G3 alerts of a statement are raised as one set (_raise_alerts: one
+-- throttle upsert, one INSERT), not one raise_alert per call.
+--
 -- Lock order: every statement locks calls in ascending id order (deltas are
 -- sorted by call id and joined by nested loop or merge join, never by hash
 -- join, whose order follows the physical table), so two batches touching the
@@ -69,7 +72,9 @@ SET enable_hashjoin = off
 AS $$
 DECLARE
     v_recheck bigint[];
-    v_alerts  bigint;
+    v_calls   bigint[];
+    v_gone    bigint[];
+    v_counts  integer[];
 BEGIN
     -- -1 for every old active row, +1 for every new active row, per call:
     -- rows whose call_id, status and deleted_at did not change cancel out and
@@ -106,17 +111,21 @@ BEGIN
         RETURNING c.id, c.active_appointment_count AS n, d.delta, d.gone, d.gone_count,
                   c.session_outcome
     )
-    SELECT array_agg(u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
-                                         NOT IN ('appointment_booked', 'appointment_rescheduled')),
-           count(g.alert_id)
-      INTO v_recheck, v_alerts
-      FROM u
-      -- G3, in the same statement: calls whose count just dropped to zero.
-      LEFT JOIN LATERAL (SELECT consistency._alert_unlinked(u.id, u.gone, u.gone_count) AS alert_id
-                          WHERE u.n <= 0 AND u.delta < 0) g ON true;
+    -- G5 (see _recheck_outcome), and G3: calls whose count just dropped to
+    -- zero, alerted as one set below.
+    SELECT array_agg(u.id ORDER BY u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
+                                                 NOT IN ('appointment_booked', 'appointment_rescheduled')),
+           array_agg(u.id ORDER BY u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0),
+           array_agg(u.gone ORDER BY u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0),
+           array_agg(u.gone_count ORDER BY u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0)
+      INTO v_recheck, v_calls, v_gone, v_counts
+      FROM u;
 
     IF v_recheck IS NOT NULL THEN
         PERFORM consistency._recheck_outcome(v_recheck);
+    END IF;
+    IF v_calls IS NOT NULL THEN
+        PERFORM consistency._alert_unlinked(v_calls, v_gone, v_counts);
     END IF;
     RETURN NULL;
 END
@@ -128,7 +137,9 @@ LANGUAGE plpgsql
 SET enable_hashjoin = off
 AS $$
 DECLARE
-    v_alerts bigint;
+    v_calls  bigint[];
+    v_gone   bigint[];
+    v_counts integer[];
 BEGIN
     -- A call deleted in this statement (ON DELETE SET NULL fires the UPDATE
     -- trigger) is invisible here and simply not updated. Counts only go down,
@@ -150,10 +161,16 @@ BEGIN
          WHERE c.id = d.call_id
         RETURNING c.id, c.active_appointment_count AS n, d.gone, -d.delta AS gone_count
     )
-    -- G3, in the same statement: calls whose count just dropped to zero.
-    SELECT count(consistency._alert_unlinked(u.id, u.gone, u.gone_count)) INTO v_alerts
+    -- G3: calls whose count just dropped to zero, alerted as one set below.
+    SELECT array_agg(u.id ORDER BY u.id), array_agg(u.gone ORDER BY u.id),
+           array_agg(u.gone_count ORDER BY u.id)
+      INTO v_calls, v_gone, v_counts
       FROM u
      WHERE u.n <= 0;
+
+    IF v_calls IS NOT NULL THEN
+        PERFORM consistency._alert_unlinked(v_calls, v_gone, v_counts);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -172,18 +189,25 @@ $$;
 
 -- G3: one alert per call that lost its last active appointment in a
 -- statement; appointment_id is the (highest) appointment that left, and
--- appointments_removed how many left the call in that statement.
-CREATE OR REPLACE FUNCTION consistency._alert_unlinked(p_call_id bigint, p_appointment_id bigint,
-                                                       p_removed integer)
-RETURNS bigint
-LANGUAGE sql VOLATILE
+-- appointments_removed how many left the call in that statement. The three
+-- arrays run side by side; the whole set is throttled and written at once.
+CREATE OR REPLACE FUNCTION consistency._alert_unlinked(p_call_ids bigint[], p_appointment_ids bigint[],
+                                                       p_removed integer[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE
 AS $$
-    SELECT consistency.raise_alert(
-        'appointment_unlinked', 'warning', 'call', p_call_id,
-        format('call %s lost its last active appointment (%s); link status set to cancelled',
-               p_call_id, p_appointment_id),
-        jsonb_build_object('appointment_id', p_appointment_id, 'appointments_removed', p_removed),
-        true)
+BEGIN
+    RETURN QUERY
+    SELECT consistency._raise_alerts(
+               'appointment_unlinked', 'warning', 'call', p_call_ids,
+               array_agg(format('call %s lost its last active appointment (%s); link status set to cancelled',
+                                x.call_id, x.appointment_id) ORDER BY x.ord),
+               array_agg(jsonb_build_object('appointment_id', x.appointment_id,
+                                            'appointments_removed', x.removed) ORDER BY x.ord),
+               true)
+      FROM unnest(p_call_ids, p_appointment_ids, p_removed)
+           WITH ORDINALITY AS x(call_id, appointment_id, removed, ord);
+END
 $$;
 
 -- TRUNCATE has no transition table: recount everything.
