@@ -97,7 +97,8 @@ GRANT EXECUTE ON FUNCTION consistency.relay_status() TO consistency_monitor;
 GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consistency_monitor;
 -- G3 alerts are raised as a set by the sync, running as the writing role.
 GRANT EXECUTE ON FUNCTION
-    consistency._alert_unlinked(bigint[], bigint[], integer[]),
     consistency._raise_alerts(text, text, text, bigint[], text[], jsonb[], boolean),
+    consistency._unlinked_text(bigint, bigint),
+    consistency._unlinked_metadata(bigint, integer),
     consistency._recheck_outcome(bigint[])
     TO consistency_app;

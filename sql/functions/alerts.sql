@@ -171,14 +171,16 @@ BEGIN
             WHERE t.last_alert_at <= EXCLUDED.last_alert_at - v_window
         RETURNING t.entity_id
     )
-    SELECT array_agg(e.entity_id ORDER BY e.entity_id), array_agg(e.description ORDER BY e.entity_id),
-           array_agg(e.metadata ORDER BY e.entity_id)
+    SELECT array_agg(p.entity_id), array_agg(p.description), array_agg(p.metadata)
       INTO v_ids, v_descriptions, v_metadata
-      FROM e
-      -- NULL is an entity too (the throttle key is NULLS NOT DISTINCT); an
-      -- equality join, not IS NOT DISTINCT FROM, so that it can hash or merge.
-      JOIN t ON coalesce(t.entity_id, 0) = coalesce(e.entity_id, 0)
-            AND (t.entity_id IS NULL) = (e.entity_id IS NULL);
+      FROM (SELECT e.entity_id, e.description, e.metadata
+              FROM e
+              -- NULL is an entity too (the throttle key is NULLS NOT DISTINCT);
+              -- an equality join, not IS NOT DISTINCT FROM, so that it can
+              -- hash or merge.
+              JOIN t ON coalesce(t.entity_id, 0) = coalesce(e.entity_id, 0)
+                    AND (t.entity_id IS NULL) = (e.entity_id IS NULL)
+             ORDER BY e.entity_id) p;
 
     IF v_ids IS NOT NULL THEN
         RETURN QUERY

@@ -71,10 +71,10 @@ LANGUAGE plpgsql
 SET enable_hashjoin = off
 AS $$
 DECLARE
-    v_recheck bigint[];
-    v_calls   bigint[];
-    v_gone    bigint[];
-    v_counts  integer[];
+    v_recheck  bigint[];
+    v_calls    bigint[];
+    v_texts    text[];
+    v_metadata jsonb[];
 BEGIN
     -- -1 for every old active row, +1 for every new active row, per call:
     -- rows whose call_id, status and deleted_at did not change cancel out and
@@ -113,19 +113,20 @@ BEGIN
     )
     -- G5 (see _recheck_outcome), and G3: calls whose count just dropped to
     -- zero, alerted as one set below.
-    SELECT array_agg(u.id ORDER BY u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
-                                                 NOT IN ('appointment_booked', 'appointment_rescheduled')),
-           array_agg(u.id ORDER BY u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0),
-           array_agg(u.gone ORDER BY u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0),
-           array_agg(u.gone_count ORDER BY u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0)
-      INTO v_recheck, v_calls, v_gone, v_counts
+    SELECT array_agg(u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
+                                         NOT IN ('appointment_booked', 'appointment_rescheduled')),
+           array_agg(u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0),
+           array_agg(consistency._unlinked_text(u.id, u.gone)) FILTER (WHERE u.n <= 0 AND u.delta < 0),
+           array_agg(consistency._unlinked_metadata(u.gone, u.gone_count)) FILTER (WHERE u.n <= 0 AND u.delta < 0)
+      INTO v_recheck, v_calls, v_texts, v_metadata
       FROM u;
 
     IF v_recheck IS NOT NULL THEN
         PERFORM consistency._recheck_outcome(v_recheck);
     END IF;
     IF v_calls IS NOT NULL THEN
-        PERFORM consistency._alert_unlinked(v_calls, v_gone, v_counts);
+        PERFORM consistency._raise_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
+                                          v_metadata, true);
     END IF;
     RETURN NULL;
 END
@@ -137,9 +138,9 @@ LANGUAGE plpgsql
 SET enable_hashjoin = off
 AS $$
 DECLARE
-    v_calls  bigint[];
-    v_gone   bigint[];
-    v_counts integer[];
+    v_calls    bigint[];
+    v_texts    text[];
+    v_metadata jsonb[];
 BEGIN
     -- A call deleted in this statement (ON DELETE SET NULL fires the UPDATE
     -- trigger) is invisible here and simply not updated. Counts only go down,
@@ -162,14 +163,15 @@ BEGIN
         RETURNING c.id, c.active_appointment_count AS n, d.gone, -d.delta AS gone_count
     )
     -- G3: calls whose count just dropped to zero, alerted as one set below.
-    SELECT array_agg(u.id ORDER BY u.id), array_agg(u.gone ORDER BY u.id),
-           array_agg(u.gone_count ORDER BY u.id)
-      INTO v_calls, v_gone, v_counts
+    SELECT array_agg(u.id), array_agg(consistency._unlinked_text(u.id, u.gone)),
+           array_agg(consistency._unlinked_metadata(u.gone, u.gone_count))
+      INTO v_calls, v_texts, v_metadata
       FROM u
      WHERE u.n <= 0;
 
     IF v_calls IS NOT NULL THEN
-        PERFORM consistency._alert_unlinked(v_calls, v_gone, v_counts);
+        PERFORM consistency._raise_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
+                                          v_metadata, true);
     END IF;
     RETURN NULL;
 END
@@ -188,26 +190,23 @@ AS $$
 $$;
 
 -- G3: one alert per call that lost its last active appointment in a
--- statement; appointment_id is the (highest) appointment that left, and
--- appointments_removed how many left the call in that statement. The three
--- arrays run side by side; the whole set is throttled and written at once.
-CREATE OR REPLACE FUNCTION consistency._alert_unlinked(p_call_ids bigint[], p_appointment_ids bigint[],
-                                                       p_removed integer[])
-RETURNS SETOF bigint
-LANGUAGE plpgsql VOLATILE
+-- statement, raised for all of them at once by the sync functions above;
+-- appointment_id is the (highest) appointment that left, and
+-- appointments_removed how many left the call in that statement. Plain SQL
+-- expressions, inlined into the sync's query.
+CREATE OR REPLACE FUNCTION consistency._unlinked_text(p_call_id bigint, p_appointment_id bigint)
+RETURNS text
+LANGUAGE sql STABLE
 AS $$
-BEGIN
-    RETURN QUERY
-    SELECT consistency._raise_alerts(
-               'appointment_unlinked', 'warning', 'call', p_call_ids,
-               array_agg(format('call %s lost its last active appointment (%s); link status set to cancelled',
-                                x.call_id, x.appointment_id) ORDER BY x.ord),
-               array_agg(jsonb_build_object('appointment_id', x.appointment_id,
-                                            'appointments_removed', x.removed) ORDER BY x.ord),
-               true)
-      FROM unnest(p_call_ids, p_appointment_ids, p_removed)
-           WITH ORDINALITY AS x(call_id, appointment_id, removed, ord);
-END
+    SELECT format('call %s lost its last active appointment (%s); link status set to cancelled',
+                  p_call_id, p_appointment_id)
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._unlinked_metadata(p_appointment_id bigint, p_removed integer)
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_object('appointment_id', p_appointment_id, 'appointments_removed', p_removed)
 $$;
 
 -- TRUNCATE has no transition table: recount everything.
