@@ -3,33 +3,62 @@
 -- _insert_alerts is the single writer (rows + NOTIFY); _insert_alert wraps it
 -- for the rare caller that must not be throttled.
 
--- Writes one alert per element of the arrays (entity_id, description and
--- metadata side by side), in array order, and NOTIFYs each. One INSERT
--- statement, so the relay's statement trigger runs once per set.
+-- Writes one alert per entity of the arrays (entity_id, description and
+-- metadata side by side; an entity listed twice gets the first entry), in
+-- entity order, and NOTIFYs each. With a throttle window, only entities not
+-- alerted within it (see raise_alert), recorded in the throttle in the same
+-- statement. One INSERT into alerts, so the relay's statement trigger runs
+-- once per set.
 CREATE OR REPLACE FUNCTION consistency._insert_alerts(
-    p_alert_type     text,
-    p_severity       text,
-    p_entity_type    text,
-    p_entity_ids     bigint[],
-    p_descriptions   text[],
-    p_metadata       jsonb[],
-    p_auto_corrected boolean,
-    p_detected_at    timestamptz)
+    p_alert_type      text,
+    p_severity        text,
+    p_entity_type     text,
+    p_entity_ids      bigint[],
+    p_descriptions    text[],
+    p_metadata        jsonb[],
+    p_auto_corrected  boolean,
+    p_detected_at     timestamptz,
+    p_throttle_window interval DEFAULT NULL)
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN QUERY
-    WITH ins AS (
+    WITH e AS (
+        SELECT DISTINCT ON (x.entity_id) x.entity_id, x.description, x.metadata
+          FROM unnest(p_entity_ids, p_descriptions, p_metadata)
+               WITH ORDINALITY AS x(entity_id, description, metadata, ord)
+         ORDER BY x.entity_id, x.ord
+    ), t AS (
+        -- The throttle of raise_alert for the whole set. Keys are taken in
+        -- entity order, so two sessions alerting overlapping sets wait for
+        -- each other instead of deadlocking (an upsert may not touch a key
+        -- twice, hence one entry per entity above). The entities that pass
+        -- are those it returns: inserted, or updated because the window passed.
+        INSERT INTO consistency.alert_throttle AS t (alert_type, entity_type, entity_id, last_alert_at)
+        SELECT p_alert_type, p_entity_type, e.entity_id, p_detected_at
+          FROM e
+         WHERE p_throttle_window IS NOT NULL
+         ORDER BY e.entity_id
+        ON CONFLICT ON CONSTRAINT alert_throttle_key DO UPDATE
+            SET last_alert_at = EXCLUDED.last_alert_at
+            WHERE t.last_alert_at <= EXCLUDED.last_alert_at - p_throttle_window
+        RETURNING t.entity_id
+    ), ins AS (
         INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id, description,
                                         metadata, detected_at, auto_corrected, corrected_at)
         SELECT p_alert_type, p_severity, p_entity_type, e.entity_id, coalesce(e.description, ''),
                coalesce(e.metadata, '{}'), p_detected_at, coalesce(p_auto_corrected, false),
                CASE WHEN p_auto_corrected THEN p_detected_at END
-          FROM unnest(p_entity_ids, p_descriptions, p_metadata)
-               WITH ORDINALITY AS e(entity_id, description, metadata, ord)
-         ORDER BY e.ord
+          FROM e
+         WHERE p_throttle_window IS NULL
+            -- NULL is an entity too (the throttle key is NULLS NOT DISTINCT);
+            -- equalities, not IS NOT DISTINCT FROM, so that it can hash or merge.
+            OR EXISTS (SELECT FROM t
+                        WHERE coalesce(t.entity_id, 0) = coalesce(e.entity_id, 0)
+                          AND (t.entity_id IS NULL) = (e.entity_id IS NULL))
+         ORDER BY e.entity_id
         RETURNING id
     )
     -- Delivered on commit, dropped on rollback: the relay treats it as a
@@ -126,7 +155,7 @@ $$;
 
 -- raise_alert for a set of entities of one alert type, with the same
 -- semantics per (alert_type, entity_type, entity_id) -- throttle, one row,
--- one NOTIFY -- in two statements instead of two per entity: what a
+-- one NOTIFY -- in one statement instead of two per entity: what a
 -- statement-level trigger that finds many entities at once calls. An entity
 -- listed twice is alerted once (the first entry). Returns the new alert ids.
 CREATE OR REPLACE FUNCTION consistency._raise_alerts(
@@ -142,52 +171,16 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now          timestamptz := consistency.now();
-    v_window       interval;
-    v_ids          bigint[];
-    v_descriptions text[];
-    v_metadata     jsonb[];
+    v_now    timestamptz := consistency.now();
+    v_window interval;
 BEGIN
     PERFORM consistency._check_alert(p_alert_type, p_severity, p_entity_type);
     v_window := make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes'));
 
-    -- The throttle of raise_alert, one upsert for the whole set. Keys are
-    -- taken in entity order, so two sessions alerting overlapping sets wait
-    -- for each other instead of deadlocking; an upsert may not touch a key
-    -- twice, hence one entry per entity. The entities that pass are those
-    -- the upsert returns (inserted, or updated because the window passed).
-    WITH e AS (
-        SELECT DISTINCT ON (x.entity_id) x.entity_id, x.description, x.metadata
-          FROM unnest(p_entity_ids, p_descriptions, p_metadata)
-               WITH ORDINALITY AS x(entity_id, description, metadata, ord)
-         ORDER BY x.entity_id, x.ord
-    ), t AS (
-        INSERT INTO consistency.alert_throttle AS t (alert_type, entity_type, entity_id, last_alert_at)
-        SELECT p_alert_type, p_entity_type, e.entity_id, v_now
-          FROM e
-         ORDER BY e.entity_id
-        ON CONFLICT ON CONSTRAINT alert_throttle_key DO UPDATE
-            SET last_alert_at = EXCLUDED.last_alert_at
-            WHERE t.last_alert_at <= EXCLUDED.last_alert_at - v_window
-        RETURNING t.entity_id
-    )
-    SELECT array_agg(p.entity_id), array_agg(p.description), array_agg(p.metadata)
-      INTO v_ids, v_descriptions, v_metadata
-      FROM (SELECT e.entity_id, e.description, e.metadata
-              FROM e
-              -- NULL is an entity too (the throttle key is NULLS NOT DISTINCT);
-              -- an equality join, not IS NOT DISTINCT FROM, so that it can
-              -- hash or merge.
-              JOIN t ON coalesce(t.entity_id, 0) = coalesce(e.entity_id, 0)
-                    AND (t.entity_id IS NULL) = (e.entity_id IS NULL)
-             ORDER BY e.entity_id) p;
-
-    IF v_ids IS NOT NULL THEN
-        RETURN QUERY
-        SELECT a.id
-          FROM consistency._insert_alerts(p_alert_type, p_severity, p_entity_type, v_ids,
-                                          v_descriptions, v_metadata, p_auto_corrected, v_now)
-               AS a(id);
-    END IF;
+    RETURN QUERY
+    SELECT a.id
+      FROM consistency._insert_alerts(p_alert_type, p_severity, p_entity_type, p_entity_ids,
+                                      p_descriptions, p_metadata, p_auto_corrected, v_now,
+                                      v_window) AS a(id);
 END
 $$;
