@@ -91,13 +91,14 @@ AS $$
                                       p_detected_at)
 $$;
 
+-- The argument checks of raise_alert and _raise_alerts (builtins only: no
+-- search_path to pin, and no SET clause to pay for on every alert).
 CREATE OR REPLACE FUNCTION consistency._check_alert(
     p_alert_type  text,
     p_severity    text,
     p_entity_type text)
 RETURNS void
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
     IF coalesce(btrim(p_alert_type), '') = '' THEN
