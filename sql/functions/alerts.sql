@@ -1,5 +1,77 @@
--- raise_alert: the way an alert enters the outbox. _insert_alert is the
--- single writer (row + NOTIFY), for the rare caller that must not be throttled.
+-- raise_alert: the way an alert enters the outbox; _raise_alerts the same
+-- for a set of entities at once (the sync triggers' G3 alerts).
+-- _insert_alerts is the single writer (rows + NOTIFY); _insert_alert wraps it
+-- for the rare caller that must not be throttled.
+
+-- Writes one alert per entity of the arrays (entity_id, description and
+-- metadata side by side; an entity listed twice gets the first entry), in
+-- entity order, and NOTIFYs each. With a throttle window, only entities not
+-- alerted within it (see raise_alert), recorded in the throttle in the same
+-- statement. One INSERT into alerts, so the relay's statement trigger runs
+-- once per set.
+CREATE OR REPLACE FUNCTION consistency._insert_alerts(
+    p_alert_type      text,
+    p_severity        text,
+    p_entity_type     text,
+    p_entity_ids      bigint[],
+    p_descriptions    text[],
+    p_metadata        jsonb[],
+    p_auto_corrected  boolean,
+    p_detected_at     timestamptz,
+    p_throttle_window interval DEFAULT NULL)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH e AS (
+        SELECT DISTINCT ON (x.entity_id) x.entity_id, x.description, x.metadata
+          FROM unnest(p_entity_ids, p_descriptions, p_metadata)
+               WITH ORDINALITY AS x(entity_id, description, metadata, ord)
+         ORDER BY x.entity_id, x.ord
+    ), t AS (
+        -- The throttle of raise_alert for the whole set. Keys are taken in
+        -- entity order, so two sessions alerting overlapping sets wait for
+        -- each other instead of deadlocking (an upsert may not touch a key
+        -- twice, hence one entry per entity above). The entities that pass
+        -- are those it returns: inserted, or updated because the window passed.
+        INSERT INTO consistency.alert_throttle AS t (alert_type, entity_type, entity_id, last_alert_at)
+        SELECT p_alert_type, p_entity_type, e.entity_id, p_detected_at
+          FROM e
+         WHERE p_throttle_window IS NOT NULL
+         ORDER BY e.entity_id
+        ON CONFLICT ON CONSTRAINT alert_throttle_key DO UPDATE
+            SET last_alert_at = EXCLUDED.last_alert_at
+            WHERE t.last_alert_at <= EXCLUDED.last_alert_at - p_throttle_window
+        RETURNING t.entity_id
+    ), ins AS (
+        INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id, description,
+                                        metadata, detected_at, auto_corrected, corrected_at)
+        SELECT p_alert_type, p_severity, p_entity_type, e.entity_id, coalesce(e.description, ''),
+               coalesce(e.metadata, '{}'), p_detected_at, coalesce(p_auto_corrected, false),
+               CASE WHEN p_auto_corrected THEN p_detected_at END
+          FROM e
+         WHERE p_throttle_window IS NULL
+            -- NULL is an entity too (the throttle key is NULLS NOT DISTINCT);
+            -- equalities, not IS NOT DISTINCT FROM, so that it can hash or merge.
+            OR EXISTS (SELECT FROM t
+                        WHERE coalesce(t.entity_id, 0) = coalesce(e.entity_id, 0)
+                          AND (t.entity_id IS NULL) = (e.entity_id IS NULL))
+         ORDER BY e.entity_id
+        RETURNING id
+    )
+    -- Delivered on commit, dropped on rollback: the relay treats it as a
+    -- wake-up only and reads the outbox for the truth.
+    SELECT ins.id
+      FROM ins
+     CROSS JOIN LATERAL pg_catalog.pg_notify(
+               'consistency_alerts',
+               pg_catalog.json_build_object('id', ins.id, 'alert_type', p_alert_type,
+                                            'severity', p_severity)::text) AS n
+     ORDER BY ins.id;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION consistency._insert_alert(
     p_alert_type     text,
@@ -11,25 +83,36 @@ CREATE OR REPLACE FUNCTION consistency._insert_alert(
     p_auto_corrected boolean,
     p_detected_at    timestamptz)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_id bigint;
-BEGIN
-    INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id, description,
-                                    metadata, detected_at, auto_corrected, corrected_at)
-    VALUES (p_alert_type, p_severity, p_entity_type, p_entity_id, coalesce(p_description, ''),
-            coalesce(p_metadata, '{}'), p_detected_at, coalesce(p_auto_corrected, false),
-            CASE WHEN p_auto_corrected THEN p_detected_at END)
-    RETURNING id INTO v_id;
+    SELECT consistency._insert_alerts(p_alert_type, p_severity, p_entity_type, ARRAY[p_entity_id],
+                                      ARRAY[p_description], ARRAY[p_metadata], p_auto_corrected,
+                                      p_detected_at)
+$$;
 
-    -- Delivered on commit, dropped on rollback: the relay treats it as a
-    -- wake-up only and reads the outbox for the truth.
-    PERFORM pg_notify('consistency_alerts',
-                      json_build_object('id', v_id, 'alert_type', p_alert_type,
-                                        'severity', p_severity)::text);
-    RETURN v_id;
+-- The argument checks of raise_alert and _raise_alerts (builtins only: no
+-- search_path to pin, and no SET clause to pay for on every alert).
+CREATE OR REPLACE FUNCTION consistency._check_alert(
+    p_alert_type  text,
+    p_severity    text,
+    p_entity_type text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+    IF coalesce(btrim(p_alert_type), '') = '' THEN
+        RAISE EXCEPTION 'alert_type must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_severity IS NULL OR p_severity NOT IN ('critical', 'warning', 'info') THEN
+        RAISE EXCEPTION 'severity must be critical, warning or info, got %', coalesce(p_severity, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_entity_type IS NULL OR p_entity_type NOT IN ('call', 'appointment', 'circuit', 'system') THEN
+        RAISE EXCEPTION 'entity_type must be call, appointment, circuit or system, got %',
+                        coalesce(p_entity_type, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
 END
 $$;
 
@@ -49,19 +132,7 @@ DECLARE
     v_now    timestamptz := consistency.now();
     v_window interval;
 BEGIN
-    IF coalesce(btrim(p_alert_type), '') = '' THEN
-        RAISE EXCEPTION 'alert_type must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_severity IS NULL OR p_severity NOT IN ('critical', 'warning', 'info') THEN
-        RAISE EXCEPTION 'severity must be critical, warning or info, got %', coalesce(p_severity, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_entity_type IS NULL OR p_entity_type NOT IN ('call', 'appointment', 'circuit', 'system') THEN
-        RAISE EXCEPTION 'entity_type must be call, appointment, circuit or system, got %',
-                        coalesce(p_entity_type, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
+    PERFORM consistency._check_alert(p_alert_type, p_severity, p_entity_type);
     v_window := make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes'));
 
     -- Throttle by upsert: the unique key makes a racing session wait for the
@@ -77,7 +148,40 @@ BEGIN
         RETURN NULL;
     END IF;
 
-    RETURN consistency._insert_alert(p_alert_type, p_severity, p_entity_type, p_entity_id,
-                                     p_description, p_metadata, p_auto_corrected, v_now);
+    RETURN consistency._insert_alerts(p_alert_type, p_severity, p_entity_type, ARRAY[p_entity_id],
+                                      ARRAY[p_description], ARRAY[p_metadata], p_auto_corrected,
+                                      v_now);
+END
+$$;
+
+-- raise_alert for a set of entities of one alert type, with the same
+-- semantics per (alert_type, entity_type, entity_id) -- throttle, one row,
+-- one NOTIFY -- in one statement instead of two per entity: what a
+-- statement-level trigger that finds many entities at once calls. An entity
+-- listed twice is alerted once (the first entry). Returns the new alert ids.
+CREATE OR REPLACE FUNCTION consistency._raise_alerts(
+    p_alert_type     text,
+    p_severity       text,
+    p_entity_type    text,
+    p_entity_ids     bigint[],
+    p_descriptions   text[],
+    p_metadata       jsonb[],
+    p_auto_corrected boolean DEFAULT false)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now    timestamptz := consistency.now();
+    v_window interval;
+BEGIN
+    PERFORM consistency._check_alert(p_alert_type, p_severity, p_entity_type);
+    v_window := make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes'));
+
+    RETURN QUERY
+    SELECT a.id
+      FROM consistency._insert_alerts(p_alert_type, p_severity, p_entity_type, p_entity_ids,
+                                      p_descriptions, p_metadata, p_auto_corrected, v_now,
+                                      v_window) AS a(id);
 END
 $$;

@@ -19,6 +19,9 @@
 -- guarantees and their alerts without any right in schema consistency (a
 -- firing trigger checks no EXECUTE right), and raise_alert stays owner-only.
 --
+-- G3 alerts of a statement are raised as one set (_raise_alerts: one
+-- throttle upsert, one INSERT), not one raise_alert per call.
+--
 -- Lock order: every statement locks calls in ascending id order (deltas are
 -- sorted by call id and joined by nested loop or merge join, never by hash
 -- join, whose order follows the physical table), so two batches touching the
@@ -75,8 +78,10 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
-    v_recheck bigint[];
-    v_alerts  bigint;
+    v_recheck  bigint[];
+    v_calls    bigint[];
+    v_texts    text[];
+    v_metadata jsonb[];
 BEGIN
     -- -1 for every old active row, +1 for every new active row, per call:
     -- rows whose call_id, status and deleted_at did not change cancel out and
@@ -113,17 +118,22 @@ BEGIN
         RETURNING c.id, c.active_appointment_count AS n, d.delta, d.gone, d.gone_count,
                   c.session_outcome
     )
+    -- G5 (see _recheck_outcome), and G3: calls whose count just dropped to
+    -- zero, alerted as one set below.
     SELECT array_agg(u.id) FILTER (WHERE u.n > 0 AND u.session_outcome
                                          NOT IN ('appointment_booked', 'appointment_rescheduled')),
-           count(g.alert_id)
-      INTO v_recheck, v_alerts
-      FROM u
-      -- G3, in the same statement: calls whose count just dropped to zero.
-      LEFT JOIN LATERAL (SELECT consistency._alert_unlinked(u.id, u.gone, u.gone_count) AS alert_id
-                          WHERE u.n <= 0 AND u.delta < 0) g ON true;
+           array_agg(u.id) FILTER (WHERE u.n <= 0 AND u.delta < 0),
+           array_agg(consistency._unlinked_text(u.id, u.gone)) FILTER (WHERE u.n <= 0 AND u.delta < 0),
+           array_agg(consistency._unlinked_metadata(u.gone, u.gone_count)) FILTER (WHERE u.n <= 0 AND u.delta < 0)
+      INTO v_recheck, v_calls, v_texts, v_metadata
+      FROM u;
 
     IF v_recheck IS NOT NULL THEN
         PERFORM consistency._recheck_outcome(v_recheck);
+    END IF;
+    IF v_calls IS NOT NULL THEN
+        PERFORM consistency._raise_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
+                                          v_metadata, true);
     END IF;
     RETURN NULL;
 END
@@ -136,7 +146,9 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
-    v_alerts bigint;
+    v_calls    bigint[];
+    v_texts    text[];
+    v_metadata jsonb[];
 BEGIN
     -- A call deleted in this statement (ON DELETE SET NULL fires the UPDATE
     -- trigger) is invisible here and simply not updated. Counts only go down,
@@ -158,10 +170,17 @@ BEGIN
          WHERE c.id = d.call_id
         RETURNING c.id, c.active_appointment_count AS n, d.gone, -d.delta AS gone_count
     )
-    -- G3, in the same statement: calls whose count just dropped to zero.
-    SELECT count(consistency._alert_unlinked(u.id, u.gone, u.gone_count)) INTO v_alerts
+    -- G3: calls whose count just dropped to zero, alerted as one set below.
+    SELECT array_agg(u.id), array_agg(consistency._unlinked_text(u.id, u.gone)),
+           array_agg(consistency._unlinked_metadata(u.gone, u.gone_count))
+      INTO v_calls, v_texts, v_metadata
       FROM u
      WHERE u.n <= 0;
+
+    IF v_calls IS NOT NULL THEN
+        PERFORM consistency._raise_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
+                                          v_metadata, true);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -179,19 +198,23 @@ AS $$
 $$;
 
 -- G3: one alert per call that lost its last active appointment in a
--- statement; appointment_id is the (highest) appointment that left, and
--- appointments_removed how many left the call in that statement.
-CREATE OR REPLACE FUNCTION consistency._alert_unlinked(p_call_id bigint, p_appointment_id bigint,
-                                                       p_removed integer)
-RETURNS bigint
-LANGUAGE sql VOLATILE
+-- statement, raised for all of them at once by the sync functions above;
+-- appointment_id is the (highest) appointment that left, and
+-- appointments_removed how many left the call in that statement. Plain SQL
+-- expressions, inlined into the sync's query.
+CREATE OR REPLACE FUNCTION consistency._unlinked_text(p_call_id bigint, p_appointment_id bigint)
+RETURNS text
+LANGUAGE sql STABLE
 AS $$
-    SELECT consistency.raise_alert(
-        'appointment_unlinked', 'warning', 'call', p_call_id,
-        format('call %s lost its last active appointment (%s); link status set to cancelled',
-               p_call_id, p_appointment_id),
-        jsonb_build_object('appointment_id', p_appointment_id, 'appointments_removed', p_removed),
-        true)
+    SELECT format('call %s lost its last active appointment (%s); link status set to cancelled',
+                  p_call_id, p_appointment_id)
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._unlinked_metadata(p_appointment_id bigint, p_removed integer)
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+    SELECT jsonb_build_object('appointment_id', p_appointment_id, 'appointments_removed', p_removed)
 $$;
 
 -- TRUNCATE has no transition table: recount everything.

@@ -70,3 +70,53 @@ def test_racing_after_the_first_rolls_back_writes_one(connect) -> None:
     thread.join(timeout=10)
     assert result["id"] is not None
     assert first.execute("SELECT count(*) FROM consistency.alerts").fetchone()[0] == 1
+
+
+# _raise_alerts: the set form the sync triggers use for G3.
+RAISE_SET = ("SELECT count(*) FROM consistency._raise_alerts("
+             "'appointment_unlinked', 'warning', 'call', %s::bigint[], NULL, NULL)")
+
+
+def test_set_notifies_every_inserted_alert_on_commit(connect) -> None:
+    listener = connect(autocommit=True)
+    listener.execute("LISTEN consistency_alerts")
+    writer = connect()
+    writer.execute(RAISE)  # call 7: throttled in the set below
+    writer.commit()
+    _notifications(listener)
+
+    assert writer.execute(RAISE_SET, ([9, 7, 8],)).fetchone()[0] == 2
+    assert _notifications(listener, timeout=0.3) == [], "notified before commit"
+    writer.commit()
+    ids = [r[0] for r in writer.execute(
+        "SELECT id FROM consistency.alerts WHERE entity_id IN (8, 9) ORDER BY entity_id")]
+    assert _notifications(listener) == [
+        {"id": i, "alert_type": "appointment_unlinked", "severity": "warning"} for i in ids]
+
+    writer.execute(RAISE_SET, ([10, 11],))
+    writer.rollback()
+    assert _notifications(listener, timeout=0.5) == []
+
+
+def test_sets_racing_in_opposite_orders_write_each_key_once(connect) -> None:
+    first, second = connect(), connect()
+    assert first.execute(RAISE_SET, (list(range(1, 21)),)).fetchone()[0] == 20
+    result: dict[str, object] = {}
+
+    def race() -> None:
+        try:
+            result["n"] = second.execute(RAISE_SET, (list(range(40, 0, -1)),)).fetchone()[0]
+            second.commit()
+        except psycopg.Error as exc:  # a deadlock would land here
+            result["error"] = exc
+
+    thread = threading.Thread(target=race)
+    thread.start()
+    time.sleep(0.3)
+    assert thread.is_alive(), "second session did not wait for the first"
+    first.commit()
+    thread.join(timeout=10)
+    assert "error" not in result, result.get("error")
+    assert result["n"] == 20  # 21..40: the first session's keys are throttled
+    assert first.execute(
+        "SELECT count(*), count(DISTINCT entity_id) FROM consistency.alerts").fetchone() == (40, 40)
