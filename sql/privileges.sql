@@ -21,7 +21,9 @@ GRANT EXECUTE ON FUNCTION
     consistency.now(),
     consistency.setting(text),
     consistency.setting_int(text),
-    consistency.setting_numeric(text)
+    consistency.setting_numeric(text),
+    consistency._require_text(text, text),
+    consistency._require_id(bigint, text)
     TO consistency_app, consistency_reviewer, consistency_monitor;
 
 -- The application: its own tables. The guard's trigger functions run as the

@@ -359,12 +359,8 @@ BEGIN
         RAISE EXCEPTION 'state must be forced_open, disabled or closed, got %', coalesce(p_state, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF coalesce(btrim(p_actor), '') = '' THEN
-        RAISE EXCEPTION 'actor must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF coalesce(btrim(p_reason), '') = '' THEN
-        RAISE EXCEPTION 'reason must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM consistency._require_text(p_actor, 'actor');
+    PERFORM consistency._require_text(p_reason, 'reason');
 
     -- Lock the row (creating it first if the key is unknown) so the change
     -- and its audit describe the same before-state.

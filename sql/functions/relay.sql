@@ -121,9 +121,7 @@ AS $$
 DECLARE
     v_now timestamptz := consistency.now();
 BEGIN
-    IF coalesce(btrim(p_owner), '') = '' THEN
-        RAISE EXCEPTION 'lease owner must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM consistency._require_text(p_owner, 'lease owner');
     IF p_lease IS NULL OR p_lease <= interval '0' THEN
         RAISE EXCEPTION 'lease must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -42,16 +42,9 @@ DECLARE
     v_id       bigint;
     v_created  boolean;
 BEGIN
-    IF p_call_id IS NULL OR p_call_id <= 0 THEN
-        RAISE EXCEPTION 'call_id must be a positive id, got %', coalesce(p_call_id::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF coalesce(btrim(p_reason), '') = '' THEN
-        RAISE EXCEPTION 'review reason must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF coalesce(btrim(p_actor), '') = '' THEN
-        RAISE EXCEPTION 'actor must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM consistency._require_id(p_call_id, 'call_id');
+    PERFORM consistency._require_text(p_reason, 'review reason');
+    PERFORM consistency._require_text(p_actor, 'actor');
     IF p_priority IS NOT NULL AND p_priority NOT BETWEEN 1 AND 5 THEN
         RAISE EXCEPTION 'priority must be between 1 and 5, got %', p_priority
             USING ERRCODE = 'invalid_parameter_value';
@@ -103,9 +96,7 @@ AS $$
 DECLARE
     v_item consistency.manual_review_queue;
 BEGIN
-    IF coalesce(btrim(p_reviewer), '') = '' THEN
-        RAISE EXCEPTION 'reviewer must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM consistency._require_text(p_reviewer, 'reviewer');
 
     -- SKIP LOCKED: a second reviewer claiming at the same moment passes over
     -- the row the first one is taking instead of waiting for it and then
@@ -143,13 +134,8 @@ DECLARE
     v_before consistency.manual_review_queue;
     v_after  consistency.manual_review_queue;
 BEGIN
-    IF p_id IS NULL OR p_id <= 0 THEN
-        RAISE EXCEPTION 'review item id must be a positive id, got %', coalesce(p_id::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF coalesce(btrim(p_reviewer), '') = '' THEN
-        RAISE EXCEPTION 'reviewer must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM consistency._require_id(p_id, 'review item id');
+    PERFORM consistency._require_text(p_reviewer, 'reviewer');
     IF p_status IS NULL OR p_status NOT IN ('resolved', 'dismissed') THEN
         RAISE EXCEPTION 'status must be resolved or dismissed, got %', coalesce(p_status, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';

@@ -70,9 +70,7 @@ DECLARE
     v_row   consistency.settings%ROWTYPE;
     v_error text;
 BEGIN
-    IF coalesce(btrim(p_actor), '') = '' THEN
-        RAISE EXCEPTION 'actor must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM consistency._require_text(p_actor, 'actor');
 
     SELECT * INTO v_row FROM consistency.settings WHERE key = p_key FOR UPDATE;
     IF NOT FOUND THEN

@@ -19,10 +19,7 @@ DECLARE
     v_max_age  int;
     v_issues   text[] := ARRAY[]::text[];
 BEGIN
-    IF p_call_id IS NULL OR p_call_id <= 0 THEN
-        RAISE EXCEPTION 'call_id must be a positive id, got %', coalesce(p_call_id::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM consistency._require_id(p_call_id, 'call_id');
     IF p_appointment_id IS NOT NULL AND p_appointment_id <= 0 THEN
         RAISE EXCEPTION 'appointment_id must be a positive id, got %', p_appointment_id
             USING ERRCODE = 'invalid_parameter_value';
@@ -154,16 +151,9 @@ DECLARE
     v_metadata   jsonb;
     v_desc       text;
 BEGIN
-    IF p_call_id IS NULL OR p_call_id <= 0 THEN
-        RAISE EXCEPTION 'call_id must be a positive id, got %', coalesce(p_call_id::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF coalesce(btrim(p_reason), '') = '' THEN
-        RAISE EXCEPTION 'rollback reason must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF coalesce(btrim(p_actor), '') = '' THEN
-        RAISE EXCEPTION 'actor must not be empty' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM consistency._require_id(p_call_id, 'call_id');
+    PERFORM consistency._require_text(p_reason, 'rollback reason');
+    PERFORM consistency._require_text(p_actor, 'actor');
 
     -- Lock the call first: two rollbacks of one call serialise here, and an
     -- appointment committed before the lock is seen by the next statement
