@@ -73,6 +73,12 @@ BEGIN
 END
 $$;
 
+-- How long the same (alert_type, entity) stays quiet after an alert.
+CREATE OR REPLACE FUNCTION consistency._throttle_window()
+RETURNS interval
+LANGUAGE sql STABLE
+AS $$ SELECT make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes')) $$;
+
 CREATE OR REPLACE FUNCTION consistency._insert_alert(
     p_alert_type     text,
     p_severity       text,
@@ -133,7 +139,7 @@ DECLARE
     v_window interval;
 BEGIN
     PERFORM consistency._check_alert(p_alert_type, p_severity, p_entity_type);
-    v_window := make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes'));
+    v_window := consistency._throttle_window();
 
     -- Throttle by upsert: the unique key makes a racing session wait for the
     -- first one's commit and then re-check the WHERE against the committed
@@ -176,7 +182,7 @@ DECLARE
     v_window interval;
 BEGIN
     PERFORM consistency._check_alert(p_alert_type, p_severity, p_entity_type);
-    v_window := make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes'));
+    v_window := consistency._throttle_window();
 
     RETURN QUERY
     SELECT a.id

@@ -82,7 +82,7 @@ BEGIN
     -- Throttle memory older than the throttle window has no effect any more.
     DELETE FROM consistency.alert_throttle
      WHERE last_alert_at < consistency.now()
-                           - make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes'))
+                           - consistency._throttle_window()
                            - interval '1 day';
     RETURN v_moved;
 END
