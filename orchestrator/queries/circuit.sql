@@ -58,3 +58,8 @@ SELECT %(key)s::text IS NOT NULL
 
 -- name: bench_circuit_record_failure --
 SELECT consistency.circuit_record_failure(%(key)s, NULL)
+
+-- name: circuit_mirror --
+-- What an in-process mirror holds per key (orchestrator/circuit_mirror.py).
+SELECT circuit_key, state, failing, version
+  FROM consistency.circuit_mirror(%(keys)s::text[])

@@ -56,6 +56,15 @@ def elapse_cooldown(conn: psycopg.Connection, key: str = KEY) -> None:
     conn.commit()
 
 
+def seen_by(breaker: CircuitBreaker, state: str, timeout: float = 1.0) -> None:
+    """Another connection changed the circuit: wait until this process's
+    mirror has read it (the window documented in orchestrator/circuit_mirror.py)."""
+    end = time.monotonic() + timeout
+    while breaker.mirror.known_state(breaker.key) != state:
+        assert time.monotonic() < end, f"the mirror never saw {state!r}"
+        time.sleep(0.005)
+
+
 def set_setting(conn: psycopg.Connection, key: str, value: object) -> None:
     conn.execute("SELECT consistency.set_setting(%s, %s::jsonb, 'test')", (key, json.dumps(value)))
     conn.commit()
@@ -395,6 +404,7 @@ def test_decorator_and_context_managers_sync_and_async(dsn, conn) -> None:
         time.sleep(0.4)  # a sync block cannot be interrupted, but it counts
     assert state_row(conn)["failure_count"] == 2
     fail(conn)  # the third failure opens it
+    seen_by(breaker, "open")
     with pytest.raises(CircuitOpenError):
         book("12:00")
 
@@ -425,6 +435,10 @@ def test_fallback_to_in_process_breaker_then_resync(monkeypatch, caplog) -> None
         breaker = CircuitBreaker(KEY, dsn=dsn)
         assert breaker.call(lambda: "up") == "up"
         assert breaker.thresholds.failure_threshold == 2
+        end = time.monotonic() + 5  # the server stops under a mirror that admits in-process
+        while not breaker.mirror.admits(KEY):
+            assert time.monotonic() < end
+            time.sleep(0.01)
 
         own.stop()
         caplog.set_level(logging.WARNING, logger="orchestrator.breaker")
@@ -453,6 +467,10 @@ def test_fallback_to_in_process_breaker_then_resync(monkeypatch, caplog) -> None
         assert any("reachable again" in r.getMessage() for r in caplog.records)
         with psycopg.connect(dsn) as c:
             assert state_row(c)["state"] == "closed"
+        end = time.monotonic() + 15
+        while not breaker.mirror.admits(KEY):
+            assert time.monotonic() < end, "the mirror never listened again"
+            time.sleep(0.05)
     finally:
         breaker_mod.close_pools()
         own.destroy()
@@ -481,6 +499,7 @@ def test_booking_helper_queues_for_review_on_an_open_circuit(dsn, conn) -> None:
     assert outcome.booked and outcome.result == "booked 9:00" and outcome.review_id is None
 
     fail(conn, times=3)
+    seen_by(breaker, "open")
     ran: list[int] = []
     outcome = book_or_queue(breaker, call_id, lambda: ran.append(1),
                             review_context={"slot": "9:00"})
