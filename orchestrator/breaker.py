@@ -46,10 +46,15 @@ call with it::
   answers, logs that and goes back to the shared state (the in-process state
   is dropped: the database is the truth).
 - No database error reaches the caller. One that is not about reaching the
-  database (a setting the database cannot turn into an interval, a missing
-  grant) is logged and the call is decided in-process: refused when the
-  circuit was last seen open, half-open or forced open, else by the
-  in-process breaker.
+  database (a setting the database cannot turn into an interval or a count,
+  a missing grant) is logged, once a minute per kind, and decided
+  in-process: a call is refused when the circuit was last seen open,
+  half-open or forced open, else admitted by the key's in-process breaker;
+  an outcome the database does not record goes to that in-process breaker,
+  which from then on sees every outcome of the key and may refuse its calls,
+  until the database records one again. Thresholds read from the settings
+  are bounded here too (a value outside is clamped, one that is not a
+  number keeps its default, both logged).
 
 Every breaker of a DSN in a process shares one psycopg_pool pool and one mirror.
 """

@@ -92,6 +92,9 @@ def test_closed_path_makes_no_round_trip(dsn, conn) -> None:
 def test_a_failure_elsewhere_makes_the_next_success_reset_it(dsn, conn, monkeypatch) -> None:
     # Only the notification may tell this process, not the periodic re-read.
     monkeypatch.setattr(circuit_mirror, "RESYNC_INTERVAL", 60.0)
+    fail_in_db(conn)  # the row exists: what follows is an UPDATE, not its creation
+    conn.execute("SELECT consistency.circuit_record_success(%s)", (KEY,))
+    conn.commit()
     breaker = CircuitBreaker(KEY, dsn=dsn)
     warm(breaker)
     fail_in_db(conn)
