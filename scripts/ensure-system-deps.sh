@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure what the test suite needs from the system is installed: the
 # PostgreSQL server, pgTAP, plpgsql_check, python3-venv, openssl (the SMTPS
-# test's certificate) and, when the distribution has it, a real Alertmanager.
+# test's certificate) and, when the distribution has it, a real Alertmanager
+# and redis-server (`consistency bench circuit` compares pybreaker with its
+# Redis storage when it is there).
 # Installs with apt-get when running as root on Debian/Ubuntu; otherwise says
 # exactly what is missing and exits non-zero.
 set -euo pipefail
@@ -27,6 +29,7 @@ command -v openssl >/dev/null 2>&1 || missing+=("openssl")
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("python3-venv")
 want_optional=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || want_optional+=("${optional[@]}")
+[ -x /usr/bin/redis-server ] || want_optional+=(redis-server)
 
 if [ ${#missing[@]} -eq 0 ] && { [ ${#want_optional[@]} -eq 0 ] || [ "$(id -u)" -ne 0 ]; }; then
     exit 0

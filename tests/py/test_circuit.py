@@ -18,6 +18,7 @@ from pgcluster import Cluster
 
 from orchestrator import breaker as breaker_mod
 from orchestrator import migrate
+from orchestrator.bench import circuit_client
 from orchestrator.breaker import (
     CallTimeoutError,
     CircuitBreaker,
@@ -566,9 +567,20 @@ def test_bench_circuit_runs_with_tiny_sizes(cluster, run_cli: Callable) -> None:
     assert set(data["latency_ms"]) == {"round trip", "closed path", "locking acquire",
                                        "transition path", "breaker.call"}
     assert all(v > 0 for v in data["per_second"].values())
+    client = data["client"]
+    ours = {"breaker.call(noop)", "with breaker:", "breaker.call(noop), no mirror",
+            "with breaker:, no mirror"}
+    peer = {"pybreaker + Redis: call(noop)", "pybreaker + Redis: with calling()"}
+    # pybreaker, redis-py and redis-server come with the [bench] extra and
+    # scripts/ensure-system-deps.sh; where they are, the variant must run.
+    expected = ours if circuit_client.pybreaker_missing() else ours | peer
+    assert set(client["latency_ms"]) == set(client["per_second"]) == expected
+    assert all(v > 0 for v in client["per_second"].values())
+    assert (client["pybreaker_skipped"] is None) == (expected == ours | peer)
     res = run_cli("bench", "circuit", "--dsn", cluster.dsn(), "--repeat", "3",
                   "--seconds", "0.1", "--clients", "1")
     assert res.code == 0 and "closed path" in res.out, res
+    assert "client side" in res.out and "with breaker:" in res.out, res
 
 
 def test_a_row_lock_held_elsewhere_does_not_hold_the_caller(dsn, conn, connect,
