@@ -195,6 +195,11 @@ def print_result(result: dict[str, Any], console: Console | None = None) -> None
             for name, stats in client["latency_ms"].items()], console)
     render("client-side ratios", ["ratio", "value"],
            [[k, v] for k, v in client["ratios"].items()], console)
+    spread = client["propagation_ms"]
+    (console or Console()).print(
+        f"a state forced on another connection reaches this process's mirror in "
+        f"{spread['median_ms']:.2f} ms (median), {spread['p99_ms']:.2f} ms (p99) of "
+        f"{spread['n']} changes")
     if client["pybreaker_skipped"]:
         (console or Console()).print(
             f"pybreaker + Redis not measured: {client['pybreaker_skipped']}")

@@ -8,6 +8,9 @@ on a free port and stops it.
 
 Latency: one thread, median/p99. Throughput: N threads of one process for a
 fixed time (they share the GIL, as an application's threads do).
+Propagation: from the commit of a forced state on another connection until
+this process's mirror holds it (NOTIFY, then the listener's read): the window
+in which a call may still pass a circuit that was just opened elsewhere.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
+
 from orchestrator import breaker as breaker_mod
+from orchestrator import db
 from orchestrator.bench import Stats, sample
 
 KEY = "bench:client"
@@ -75,7 +81,8 @@ def _wrapped(breaker: Any, method: str) -> Callable[[], None]:
 
 
 def _ours(dsn: str, repeat: int, seconds: float, clients: int,
-          latency: dict[str, Stats], per_second: dict[str, float]) -> None:
+          latency: dict[str, Stats], per_second: dict[str, float]
+          ) -> breaker_mod.CircuitBreaker:
     mirrored = breaker_mod.CircuitBreaker(KEY, dsn=dsn)
     direct = breaker_mod.CircuitBreaker(KEY, dsn=dsn, mirror=False)
     mirrored.call(_noop)
@@ -91,6 +98,25 @@ def _ours(dsn: str, repeat: int, seconds: float, clients: int,
     for name, op in variants.items():
         latency[name] = sample(op, repeat, warmup=min(200, repeat))
         per_second[name] = rate([op] * clients, seconds)
+    return mirrored
+
+
+def _propagation(dsn: str, breaker: breaker_mod.CircuitBreaker, samples: int) -> Stats:
+    mirror = breaker.mirror
+    timings: list[float] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for i in range(samples + samples % 2):  # even: the circuit ends closed
+            state = "forced_open" if i % 2 == 0 else "closed"
+            conn.execute(db.query("circuit_force"), {"key": KEY, "state": state,
+                                                     "actor": "bench", "reason": "propagation"})
+            committed = time.perf_counter()
+            end = time.monotonic() + 5
+            while mirror.known_state(KEY) != state:
+                if time.monotonic() > end:
+                    raise RuntimeError("the mirror did not follow a forced state within 5 s")
+                time.sleep(0.00005)
+            timings.append((time.perf_counter() - committed) * 1000.0)
+    return Stats.of(timings)
 
 
 def _free_port() -> int:
@@ -171,7 +197,8 @@ def _pybreaker(repeat: int, seconds: float, clients: int,
 def run(dsn: str, *, repeat: int, seconds: float, clients: int) -> dict[str, Any]:
     latency: dict[str, Stats] = {}
     per_second: dict[str, float] = {}
-    _ours(dsn, repeat, seconds, clients, latency, per_second)
+    mirrored = _ours(dsn, repeat, seconds, clients, latency, per_second)
+    propagation = _propagation(dsn, mirrored, max(2, min(repeat // 10, 200)))
     skipped = pybreaker_missing()
     if skipped is None:
         _pybreaker(repeat, seconds, clients, latency, per_second)
@@ -187,5 +214,6 @@ def run(dsn: str, *, repeat: int, seconds: float, clients: int) -> dict[str, Any
         "per_second": per_second,
         "ratios": ratios,
         "pybreaker_skipped": skipped,
+        "propagation_ms": propagation.as_dict(),
         "workers": breaker_mod.WORKERS,
     }

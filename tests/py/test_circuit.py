@@ -577,6 +577,7 @@ def test_bench_circuit_runs_with_tiny_sizes(cluster, run_cli: Callable) -> None:
     assert set(client["latency_ms"]) == set(client["per_second"]) == expected
     assert all(v > 0 for v in client["per_second"].values())
     assert (client["pybreaker_skipped"] is None) == (expected == ours | peer)
+    assert client["propagation_ms"]["n"] >= 2 and client["propagation_ms"]["median_ms"] > 0
     res = run_cli("bench", "circuit", "--dsn", cluster.dsn(), "--repeat", "3",
                   "--seconds", "0.1", "--clients", "1")
     assert res.code == 0 and "closed path" in res.out, res
