@@ -69,6 +69,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -460,6 +461,18 @@ def close_pools() -> None:
         _DATABASES.clear()
     for database in databases:
         database.close()
+
+
+def _forget_after_fork() -> None:
+    """A forked worker (gunicorn, celery prefork) has none of its parent's
+    threads and must not share its connections: it starts afresh."""
+    global _DATABASES_LOCK, _WORKER_POOL
+    _DATABASES.clear()
+    _DATABASES_LOCK = threading.Lock()
+    _WORKER_POOL = DeadlinePool(lambda: WORKERS, "consistency-breaker-worker")
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @dataclass(frozen=True)

@@ -232,9 +232,13 @@ class Mirror:
                 self.apply(_read(conn, sorted(named)))
                 self._trust_from(started, 2 * RESYNC_INTERVAL)
 
+    def _held(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
     def _resync(self, conn: psycopg.Connection) -> None:
         started = time.monotonic()
-        self.apply(_read(conn, list(self._entries)))
+        self.apply(_read(conn, self._held()))
         if self._heartbeat is not None:
             self._heartbeat(conn)
         self._trust_from(started, 2 * RESYNC_INTERVAL)
@@ -255,7 +259,7 @@ class Mirror:
         while not self._stop.is_set() and time.monotonic() < deadline:
             started = time.monotonic()
             try:
-                self.apply(self._poll(list(self._entries)))
+                self.apply(self._poll(self._held()))
             except Exception:
                 # The breaker's own calls find out and fall back; nothing held
                 # is trusted until a read succeeds again.

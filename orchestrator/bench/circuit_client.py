@@ -6,8 +6,10 @@ peer system would share between workers) when pybreaker, redis-py and a
 ``redis-server`` binary are installed; the bench starts its own redis-server
 on a free port and stops it.
 
-Latency: one thread, median/p99. Throughput: N threads of one process for a
-fixed time (they share the GIL, as an application's threads do).
+Latency: one thread, median/p99. Throughput: N threads of one process (they
+share the GIL, as an application's threads do). The variants take turns, in
+blocks of calls for latency and in slices of time for throughput, so that a
+busy spell of a shared machine falls on all of them alike.
 Propagation: from the commit of a forced state on another connection until
 this process's mirror holds it (NOTIFY, then the listener's read): the window
 in which a call may still pass a circuit that was just opened elsewhere.
@@ -22,7 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -80,25 +82,46 @@ def _wrapped(breaker: Any, method: str) -> Callable[[], None]:
     return op
 
 
-def _ours(dsn: str, repeat: int, seconds: float, clients: int,
-          latency: dict[str, Stats], per_second: dict[str, float]
-          ) -> breaker_mod.CircuitBreaker:
+def _ours(dsn: str) -> tuple[breaker_mod.CircuitBreaker, dict[str, Callable[[], Any]]]:
     mirrored = breaker_mod.CircuitBreaker(KEY, dsn=dsn)
     direct = breaker_mod.CircuitBreaker(KEY, dsn=dsn, mirror=False)
     mirrored.call(_noop)
     end = time.monotonic() + 10
     while not mirrored.mirror.admits(KEY) and time.monotonic() < end:
         time.sleep(0.01)
-    variants: dict[str, Callable[[], Any]] = {
+    return mirrored, {
         CALL: lambda: mirrored.call(_noop),
         WITH: _wrapped(mirrored, "enter"),
         CALL_DB: lambda: direct.call(_noop),
         WITH_DB: _wrapped(direct, "enter"),
     }
-    for name, op in variants.items():
-        latency[name] = sample(op, repeat, warmup=min(200, repeat))
-        per_second[name] = rate([op] * clients, seconds)
-    return mirrored
+
+
+def interleaved_latency(ops: dict[str, Callable[[], Any]], repeat: int,
+                        block: int = 50) -> dict[str, Stats]:
+    """``repeat`` timed calls of each op, the ops taking turns every ``block`` calls."""
+    for op in ops.values():
+        sample(op, 1, warmup=min(200, repeat))
+    samples: dict[str, list[float]] = {name: [] for name in ops}
+    while any(len(v) < repeat for v in samples.values()):
+        for name, op in ops.items():
+            for _ in range(min(block, repeat - len(samples[name]))):
+                started = time.perf_counter()
+                op()
+                samples[name].append((time.perf_counter() - started) * 1000.0)
+    return {name: Stats.of(v) for name, v in samples.items()}
+
+
+def interleaved_rate(ops: dict[str, Callable[[], Any]], clients: int, seconds: float,
+                     slice_seconds: float = 0.5) -> dict[str, float]:
+    """Calls per second of ``clients`` threads per op, over ``seconds`` per op
+    taken in turns of ``slice_seconds``."""
+    turns = max(1, round(seconds / slice_seconds))
+    rates: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(turns):
+        for name, op in ops.items():
+            rates[name].append(rate([op] * clients, seconds / turns))
+    return {name: sum(v) / len(v) for name, v in rates.items()}
 
 
 def _propagation(dsn: str, breaker: breaker_mod.CircuitBreaker, samples: int) -> Stats:
@@ -171,37 +194,26 @@ def pybreaker_missing() -> str | None:
     return None
 
 
-def _pybreaker(repeat: int, seconds: float, clients: int,
-               latency: dict[str, Stats], per_second: dict[str, float]) -> None:
+def _pybreaker(port: int, stack: ExitStack) -> dict[str, Callable[[], Any]]:
     import pybreaker
     import redis
 
-    with redis_server() as port:
-        client = redis.Redis(port=port)
-        try:
-            storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client,
-                                                    namespace=KEY)
-            peer = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=30,
-                                            state_storage=storage)
-            variants: dict[str, Callable[[], Any]] = {
-                PB_CALL: lambda: peer.call(_noop),
-                PB_WITH: _wrapped(peer, "calling"),
-            }
-            for name, op in variants.items():
-                latency[name] = sample(op, repeat, warmup=min(200, repeat))
-                per_second[name] = rate([op] * clients, seconds)
-        finally:
-            client.close()
+    client = redis.Redis(port=port)
+    stack.callback(client.close)
+    storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client, namespace=KEY)
+    peer = pybreaker.CircuitBreaker(fail_max=3, reset_timeout=30, state_storage=storage)
+    return {PB_CALL: lambda: peer.call(_noop), PB_WITH: _wrapped(peer, "calling")}
 
 
 def run(dsn: str, *, repeat: int, seconds: float, clients: int) -> dict[str, Any]:
-    latency: dict[str, Stats] = {}
-    per_second: dict[str, float] = {}
-    mirrored = _ours(dsn, repeat, seconds, clients, latency, per_second)
-    propagation = _propagation(dsn, mirrored, max(2, min(repeat // 10, 200)))
     skipped = pybreaker_missing()
-    if skipped is None:
-        _pybreaker(repeat, seconds, clients, latency, per_second)
+    with ExitStack() as stack:
+        mirrored, ops = _ours(dsn)
+        if skipped is None:
+            ops.update(_pybreaker(stack.enter_context(redis_server()), stack))
+        latency = interleaved_latency(ops, repeat)
+        per_second = interleaved_rate(ops, clients, seconds)
+        propagation = _propagation(dsn, mirrored, max(2, min(repeat // 10, 200)))
     ratios: dict[str, float] = {}
     if skipped is None:
         for ours, peer in ((CALL, PB_CALL), (WITH, PB_WITH)):

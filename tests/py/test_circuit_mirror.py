@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
@@ -404,3 +405,24 @@ def test_settings_the_database_cannot_use_leave_the_callers_exceptions_alone(dsn
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "circuit_breaker.failure_threshold = 'many' is not a number" in messages
     assert "circuit_breaker.timeout_seconds = 1e+300 is outside" in messages, messages
+
+
+def test_a_forked_worker_starts_its_own_pool_and_mirror(dsn, conn) -> None:
+    breaker = CircuitBreaker(KEY, dsn=dsn)
+    warm(breaker)
+    assert breaker.call(lambda: "parent") == "parent"
+    pid = os.fork()
+    if pid == 0:  # the child: a prefork worker of gunicorn or celery
+        code = 1
+        try:
+            warm(breaker)
+            assert breaker.call(lambda: "child") == "child"
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked worker's breaker did not work"
+    assert breaker.call(lambda: "parent again") == "parent again"
+    backends = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                            (circuit_mirror.LISTENER_NAME,)).fetchone()[0]
+    assert backends == 1, "the child's listener outlived it, or the parent's died"
