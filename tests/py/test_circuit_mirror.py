@@ -426,3 +426,23 @@ def test_a_forked_worker_starts_its_own_pool_and_mirror(dsn, conn) -> None:
     backends = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
                             (circuit_mirror.LISTENER_NAME,)).fetchone()[0]
     assert backends == 1, "the child's listener outlived it, or the parent's died"
+
+
+def test_a_schema_without_circuit_mirror_sends_every_call_to_the_database(dsn, conn,
+                                                                         caplog) -> None:
+    # The application upgraded before `consistency migrate` ran.
+    conn.execute("DROP FUNCTION consistency.circuit_mirror(text[])")
+    conn.commit()
+    caplog.set_level(logging.WARNING, logger="orchestrator.breaker")
+    breaker = CircuitBreaker(KEY, dsn=dsn)
+    assert breaker.call(lambda: "booked") == "booked"
+    for _ in range(3):
+        with pytest.raises(Boom):
+            breaker.call(boom)
+    ran: list[int] = []
+    with pytest.raises(CircuitOpenError) as refused:
+        breaker.call(lambda: ran.append(1))
+    assert ran == [] and refused.value.state == "open"
+    assert db_row(conn) == ("open", 3) and not breaker.mirror.trusted
+    missing = [r for r in caplog.records if "circuit_mirror is missing" in r.getMessage()]
+    assert len(missing) == 1
