@@ -55,7 +55,6 @@ from orchestrator.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "consistency_circuit_state"
 LISTENER_NAME = "consistency-breaker-listener"
 
 # Tunables (module attributes, read when used).
@@ -198,7 +197,7 @@ class Mirror:
                 self._conn = conn
             try:
                 conn.execute(db.query("circuit_session_setup"), {"ms": STATEMENT_TIMEOUT_MS})
-                conn.execute(f"LISTEN {CHANNEL}")
+                conn.execute(db.query("circuit_mirror_listen"))
                 # Only after LISTEN: a change committed from now on is
                 # notified, one committed before is in this read.
                 self._resync(conn)
