@@ -12,9 +12,11 @@ its first use; from then on a listener thread keeps it current:
   names through ``consistency.circuit_mirror``, and re-reads every key it
   holds each RESYNC_INTERVAL, which is also its heartbeat.
 - polling: while it cannot listen (its connection was killed, the server
-  restarts, a pooler does not pass LISTEN through), every key held is
-  re-read each POLL_INTERVAL through the breaker's pool, and listening is
-  tried again after RELISTEN_DELAY, doubling up to RELISTEN_MAX.
+  restarts), every key held is re-read each POLL_INTERVAL through the
+  breaker's pool, and listening is tried again after RELISTEN_DELAY,
+  doubling up to RELISTEN_MAX. (Through a pooler in transaction mode LISTEN
+  seems to work but hears nothing: only the RESYNC_INTERVAL re-read keeps
+  the mirror current there. Give the breaker a direct DSN.)
 - off: neither works. Nothing held is trusted and every call goes to the
   database, where an unreachable database makes the breaker fall back to its
   in-process breaker.
@@ -27,13 +29,15 @@ after the last read that succeeded: 2 x RESYNC_INTERVAL while listening,
 trust ends there, until LISTEN is back and everything held was read again.
 
 The window: another process's transition reaches this one when its NOTIFY
-has been delivered and the listener has read the key (a millisecond or two
-on one host; more when the listener thread waits for the GIL behind busy
-threads). Until then this process may still admit calls through a circuit
-that was just opened, or send a success to a circuit that just closed; their
-outcomes are recorded as for any call admitted just before a transition. While
+has been delivered and the listener has read the key (about 0.5 ms median, a
+few ms at p99 on one host, docs/benchmarks.md; more when the listener thread
+waits for the GIL behind busy threads). Until then this process may still
+admit calls through a circuit that was just opened (their outcomes are
+recorded as for any call admitted just before a transition), or drop a
+success that should have reset a failure just recorded elsewhere. While
 polling the window is up to POLL_INTERVAL; if the listener's connection dies
-without the peer closing it, up to 2 x RESYNC_INTERVAL.
+without the peer closing it, or notifications do not arrive, up to
+2 x RESYNC_INTERVAL.
 """
 
 from __future__ import annotations
