@@ -4,6 +4,7 @@ a killed relay, a restarted PostgreSQL server, SIGTERM, a real Alertmanager."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from orchestrator.relay.httppost import retry_after_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RelayOptions(poll_seconds=0.2, base_delay=0.02, max_delay=0.2, lease_seconds=5,
-                    probe_seconds=0.5, reconnect_max_delay=0.5)
+                    probe_seconds=0.5, reconnect_max_delay=0.5, timeout=3)
 
 
 def raise_alerts(dsn: str, n: int, *, first: int = 1, severity: str = "critical",
@@ -51,7 +52,7 @@ def deliveries(dsn: str) -> list[tuple]:
 
 
 def make_relay(dsn: str, urls: list[str], options: RelayOptions = FAST) -> Relay:
-    relay = Relay(dsn, parse_sinks(urls, timeout=3), options)
+    relay = Relay(dsn, parse_sinks(urls), options)
     relay.register()
     return relay
 
@@ -136,7 +137,14 @@ def test_slack_sink_posts_block_kit(dsn, http) -> None:
 
     sink = SlackSink(SinkURL.parse(http.url("slack+http", "/services/T/B/X")))
     alert = relay_alert(dsn, raise_alerts(dsn, 1)[0])
-    sink.send(alert)
+
+    async def send_once() -> None:
+        try:
+            await sink.send(alert)
+        finally:
+            await sink.close()
+
+    asyncio.run(send_once())
     post = http.recorder.to("/services/T/B/X")[0]
     assert post.body["blocks"][0]["type"] == "header"
     assert f"alert #{alert.id}" in post.body["text"]
@@ -165,22 +173,21 @@ def test_sinks_from_environment(dsn, run_cli, monkeypatch, http) -> None:
 def test_server_error_twice_then_ok_is_delivered_with_attempts(dsn, http) -> None:
     http.recorder.script["/flaky"] = [(500, {}, b"boom"), (503, {}, b"busy")]
     relay = make_relay(dsn, [http.url("webhook+http", "/flaky")])
-    [alert_id] = raise_alerts(dsn, 1)
-    stats = relay.run(once=True)
+    with Background(relay):
+        [alert_id] = raise_alerts(dsn, 1)
+        assert http.recorder.wait_for(lambda: len(http.recorder.to("/flaky")) == 3)
+        assert wait_until(lambda: [r[2] for r in deliveries(dsn)] == ["delivered"])
     assert http.recorder.ids("/flaky") == [alert_id] * 3, "same idempotency key every time"
     [(_, _, status, attempts, last_error, _)] = deliveries(dsn)
     assert (status, attempts, last_error) == ("delivered", 3, None)
-    assert (stats.delivered, stats.retried) == (1, 2)
+    assert (relay.stats.delivered, relay.stats.retried) == (1, 2)
 
 
 def test_too_many_requests_honours_retry_after(dsn, http) -> None:
     http.recorder.script["/limited"] = [(429, {"Retry-After": "30"}, b"slow down")]
     relay = make_relay(dsn, [http.url("webhook+http", "/limited")])
     raise_alerts(dsn, 1)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        assert relay.process_batch(pool) == 1
+    assert relay.run(once=True).retried == 1
     with psycopg.connect(dsn) as conn:
         status, wait = conn.execute(
             "SELECT status, extract(epoch FROM next_attempt_at - clock_timestamp())"
@@ -196,11 +203,12 @@ def test_retry_after_parsing() -> None:
     assert 0 <= retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") < 1
 
 
-def test_client_error_fails_once_and_tells_the_other_sinks(dsn, http) -> None:
+def test_client_error_is_dead_at_once_and_tells_the_other_sinks(dsn, http) -> None:
     http.recorder.always["/broken"] = 400
     relay = make_relay(dsn, [http.url("webhook+http", "/broken"), http.url("webhook+http", "/ok")])
     [alert_id] = raise_alerts(dsn, 1)
-    relay.run(once=True)
+    assert relay.run(once=True).dead == 1
+    relay.run(once=True)  # the notice was raised during the first pass
     assert http.recorder.ids("/broken") == [alert_id], "a 4xx is not retried"
     ok_ids = http.recorder.ids("/ok")
     assert ok_ids[0] == alert_id and len(ok_ids) == 2, "the healthy sink got it once, plus news"
@@ -208,7 +216,7 @@ def test_client_error_fails_once_and_tells_the_other_sinks(dsn, http) -> None:
     assert failed_note["alert_type"] == "relay_delivery_failed"
     assert failed_note["metadata"]["alert_id"] == alert_id
     rows = {(a, t, st, n) for a, _, st, n, _, t in deliveries(dsn)}
-    assert (alert_id, "appointment_unlinked", "failed", 1) in rows
+    assert (alert_id, "appointment_unlinked", "dead", 1) in rows
     assert len([r for r in rows if r[1] == "relay_delivery_failed"]) == 1, \
         "the failure notice is not sent back to the failing sink"
 
@@ -217,10 +225,12 @@ def test_connection_refused_is_retried_then_dead(dsn) -> None:
     relay = make_relay(dsn, [f"webhook+http://127.0.0.1:{free_port()}/nobody"],
                        RelayOptions(**{**FAST.__dict__, "max_attempts": 2}))
     raise_alerts(dsn, 1)
-    stats = relay.run(once=True)
+    with Background(relay):
+        assert wait_until(lambda: [r[2] for r in deliveries(dsn)
+                                   if r[5] != "relay_delivery_failed"] == ["dead"])
     [(_, _, status, attempts, last_error, _)] = [
         r for r in deliveries(dsn) if r[5] != "relay_delivery_failed"]
-    assert (status, attempts, stats.retried) == ("dead", 2, 1)
+    assert (status, attempts, relay.stats.retried) == ("dead", 2, 1)
     assert "connection error" in last_error
 
 
@@ -232,7 +242,7 @@ def test_smtp_refused_recipient_fails_without_retry(dsn) -> None:
         relay.run(once=True)
     [(_, _, status, attempts, last_error, _)] = [
         r for r in deliveries(dsn) if r[5] != "relay_delivery_failed"]
-    assert (status, attempts) == ("failed", 1)
+    assert (status, attempts) == ("dead", 1)
     assert "550" in last_error
 
 
@@ -275,9 +285,10 @@ def test_transient_failures_are_dead_lettered(dsn, http) -> None:
     relay = make_relay(dsn, [http.url("webhook+http", "/down"), http.url("webhook+http", "/ok")],
                        RelayOptions(**{**FAST.__dict__, "max_attempts": 3}))
     [alert_id] = raise_alerts(dsn, 1, severity="warning")
-    stats = relay.run(once=True)
+    with Background(relay):
+        assert http.recorder.wait_for(lambda: len(http.recorder.to("/ok")) == 2)
     assert http.recorder.ids("/down") == [alert_id] * 3
-    assert stats.dead == 1
+    assert relay.stats.dead == 1
     assert [p.body["alert_type"] for p in http.recorder.to("/ok")] == [
         "appointment_unlinked", "relay_delivery_failed"]
 
@@ -292,6 +303,7 @@ def test_secrets_never_reach_logs_errors_or_database(dsn, http, caplog) -> None:
     raise_alerts(dsn, 1)
     with caplog.at_level(logging.INFO, logger="consistency.relay"):
         relay.run(once=True)
+        relay.run(once=True)  # the failure notice, raised during the first pass
     with psycopg.connect(dsn) as conn:
         dumped = json.dumps(conn.execute(
             "SELECT json_agg(t) FROM (SELECT * FROM consistency.relay_sinks) t").fetchone()[0]
@@ -372,6 +384,15 @@ def test_sigterm_finishes_the_send_in_flight_and_exits_0(dsn, http) -> None:
         if proc.poll() is None:
             proc.kill()
     assert [(a, st) for a, _, st, *_ in deliveries(dsn)] == [(alert_id, "delivered")]
+
+
+def wait_until(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 def _in_flight(dsn: str) -> bool:
@@ -507,14 +528,17 @@ def test_real_alertmanager_receives_alerts(dsn, tmp_path) -> None:
         proc.wait(timeout=10)
 
 
-def test_apprise_sink_names_show_no_part_of_the_url() -> None:
+def test_sink_names_show_no_secret_and_tell_sinks_apart() -> None:
     from orchestrator.relay.base import SinkURL
 
     for raw in ("pover://someuser@secretapptoken", "ntfy://my-secret-topic-9f3a"):
         url = SinkURL.parse(raw)
-        assert url.name == f"{url.scheme}://***"
-    assert SinkURL.parse("webhook+https://hooks.example:8443/p/secret").name == \
-        "webhook+https://hooks.example:8443/***"
+        assert url.name == f"{url.scheme}://***#{url.fingerprint[:6]}"
+    one = SinkURL.parse("webhook+https://hooks.example:8443/p/secret1")
+    two = SinkURL.parse("webhook+https://hooks.example:8443/p/secret2")
+    assert one.name.startswith("webhook+https://hooks.example:8443/***#")
+    assert one.name != two.name, "two sinks on one host are told apart"
+    assert "secret" not in one.name + two.name
 
 
 def test_relay_sinks_and_forget_sink_cli(dsn, run_cli) -> None:
