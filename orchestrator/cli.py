@@ -333,7 +333,8 @@ def _seconds(text: str, what: str) -> float:
               help="One pass over what is due now, one attempt each, then exit: 0 when "
                    "nothing due is left undelivered, 1 otherwise.")
 @click.option("--batch", type=click.IntRange(1, 10000), default=200, show_default=True,
-              help="Deliveries claimed ahead, per sink.")
+              help="Most deliveries one claim takes for a sink (a sink never holds more than "
+                   "--concurrency at once).")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
               help="Sends in parallel, per sink.")
 @click.option("--lease", "lease_seconds", type=click.FloatRange(min=1.0, max=86400),
@@ -466,8 +467,10 @@ def relay_status(dsn: str | None, as_json: bool) -> None:
     if as_json:
         print_json(sinks)
     else:
-        table = Table("id", "sink", "pending", "in flight", "retrying (oldest)", "dead",
-                      "delivered 1h", "last success", "last seen", "last error")
+        table = Table()
+        for column in ("id", "sink", "pending", "in flight", "retrying (oldest)", "dead",
+                       "delivered 1h", "last success", "last seen", "last error"):
+            table.add_column(column, overflow="fold")
         for s in sinks:
             retrying = str(s["retrying"]) + (f" ({_age(s['retrying_oldest_seconds'])})"
                                              if s["retrying"] else "")

@@ -8,12 +8,13 @@ and jitter when it dies), and a work connection for claims, outcomes, lease
 renewals and heartbeats. NOTIFY is a hint; the poll interval is the
 guarantee, and the tables are the truth.
 
-Each sink has a lane of its own: at most ``concurrency`` sends at once and at
-most ``batch`` deliveries claimed ahead, so a hanging sink holds its own
-backlog and never a healthy sink's. Claimed rows stay leased (renewed every
-third of the lease) until their outcome is recorded, which happens as soon
-as their own send ends, not at the end of a batch: another relay never finds
-them expired and re-sends them to a sink that already has them.
+Each sink has a lane of its own with at most ``concurrency`` sends at once,
+and a lane claims only what it can start (``in_flight`` in the table means
+"being sent"), so a hanging sink holds a few rows of its own and never a
+healthy sink's. A claimed row stays leased (renewed every third of the lease)
+until its outcome is recorded, which happens as soon as its own send ends,
+not at the end of a batch: another relay never finds it expired and re-sends
+it to a sink that already has it.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class RelayOptions:
     backoff until it is ``give_up_after`` seconds old (or has made
     ``max_attempts`` attempts, when set)."""
 
-    batch: int = 200
-    concurrency: int = 16
+    batch: int = 200       # most rows one claim takes for one sink
+    concurrency: int = 16  # sends at once per sink
     lease_seconds: float = 30.0
     poll_seconds: float = 2.0
     probe_seconds: float = 5.0
@@ -134,12 +135,10 @@ class _Lane:
     sink: Sink
     waiting: deque[list[_Claimed]] = field(default_factory=deque)
     running: int = 0
-    held: int = 0          # claimed rows whose outcome is not recorded yet
     more: bool = True      # the last claim was full: more may be due
 
-    @property
-    def waiting_rows(self) -> int:
-        return sum(len(unit) for unit in self.waiting)
+    def free(self, concurrency: int) -> int:
+        return concurrency - self.running - len(self.waiting)
 
 
 class Relay:
@@ -325,7 +324,7 @@ class Relay:
         lanes = [lane for lane in self._lanes.values() if self._has_room(lane)]
         if not lanes:
             return 0
-        limits = [opts.batch - lane.held for lane in lanes]
+        limits = [min(opts.batch, lane.free(opts.concurrency)) for lane in lanes]
         rows = await self._db("relay_claim", {
             "owner": self.owner, "sink_ids": [lane.sink_id for lane in lanes],
             "limits": limits, "lease": timedelta(seconds=opts.lease_seconds),
@@ -341,7 +340,6 @@ class Relay:
             lane.more = len(claimed) >= limit
             if not claimed:
                 continue
-            lane.held += len(claimed)
             for item in claimed:
                 self._held[item.delivery_id] = lane
             # One send per row, except on digest sinks where the non-critical
@@ -387,7 +385,7 @@ class Relay:
             lane.running -= 1
         self._outcomes.put_nowait((lane, unit, error))
         self._pump(lane)
-        if lane.more and lane.waiting_rows < self.options.concurrency:
+        if lane.more and self._has_room(lane):
             self._wake.set()
 
     async def _record_forever(self) -> None:
@@ -433,11 +431,10 @@ class Relay:
                     log.error("alert %s -> %s: %s (dead after %s attempt(s); "
                               "consistency relay redrive re-drives it)",
                               item.alert.id, lane.sink.name, message, item.attempts)
-        for lane, unit, _ in batch:
-            self._forget(lane, unit)
+        for _, unit, _ in batch:
+            self._forget(unit)
 
-    def _forget(self, lane: _Lane, unit: list[_Claimed]) -> None:
-        lane.held -= len(unit)
+    def _forget(self, unit: list[_Claimed]) -> None:
         for item in unit:
             self._held.pop(item.delivery_id, None)
 
@@ -449,8 +446,8 @@ class Relay:
         ids = [c.delivery_id for _, unit in units for c in unit]
         if ids:
             await self._db("relay_release", {"owner": self.owner, "ids": ids})
-        for lane, unit in units:
-            self._forget(lane, unit)
+        for _, unit in units:
+            self._forget(unit)
 
     async def _wait_woken(self, seconds: float) -> None:
         assert self._wake is not None
@@ -458,7 +455,10 @@ class Relay:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     def _has_room(self, lane: _Lane) -> bool:
-        return lane.held < self.options.batch and lane.waiting_rows < self.options.concurrency
+        # Refill once half the lane's slots are free: a claim per finished
+        # send would cost a round trip per alert.
+        concurrency = self.options.concurrency
+        return lane.free(concurrency) >= max(1, concurrency // 2)
 
     async def _deliver(self, once: bool) -> None:
         assert self._wake is not None
