@@ -380,6 +380,9 @@ def test_sigterm_finishes_the_send_in_flight_and_exits_0(dsn, http) -> None:
         while time.monotonic() < deadline and not _in_flight(dsn):
             time.sleep(0.02)
         assert _in_flight(dsn), "the relay never claimed the alert"
+        # Claimed rows whose send has not started yet are handed back on
+        # SIGTERM; give the send (1 s at the server) time to start.
+        time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
