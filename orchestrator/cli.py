@@ -714,12 +714,16 @@ def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
               help="Alerts per throughput run.")
 @click.option("--samples", type=click.IntRange(1), default=200, show_default=True,
               help="Alerts timed one by one for latency.")
-def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> None:
-    """Alerts/s to a local webhook with 1 and 2 relays; commit-to-delivery latency."""
+@click.option("--hang-rounds", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Runs of 1 relay without and with a hanging second sink (medians compared).")
+def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int,
+                hang_rounds: int) -> None:
+    """Alerts/s to a local webhook with 1 and 2 relays, and with a second sink
+    that never answers; commit-to-delivery latency."""
     from orchestrator.bench import relay as mod
 
-    _emit(mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples), as_json,
-          lambda r: mod.print_report(r, out))
+    _emit(mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples,
+                  hang_rounds=hang_rounds), as_json, lambda r: mod.print_report(r, out))
 
 
 @bench.command("triggers")
