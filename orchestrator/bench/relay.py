@@ -25,24 +25,19 @@ from orchestrator import db
 from orchestrator.bench import Stats, render, scratch_database, server_info
 
 
-class _Webhook:
-    """A minimal HTTP/1.1 receiver on an asyncio loop in a thread: it records
-    the arrival time of every alert id (first arrival wins) and answers 200.
-    Kept light on purpose, so the figures measure the relay, not a
-    thread-per-connection http.server."""
+class _LoopServer:
+    """A TCP server on an asyncio loop in a thread of its own; subclasses
+    say what a client gets (``_client``)."""
+
+    path = "/"
 
     def __init__(self) -> None:
-        self.arrivals: dict[int, float] = {}
-        self.posts = 0
-        self._missing: set[int] = set()
-        self._done = threading.Event()
-        self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
         self._thread.start()
         ready.wait()
-        self.url = f"webhook+http://127.0.0.1:{self.port}/bench"
+        self.url = f"webhook+http://127.0.0.1:{self.port}{self.path}"
 
     def _serve(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self._loop)
@@ -51,6 +46,31 @@ class _Webhook:
         self.port = self._server.sockets[0].getsockname()[1]
         ready.set()
         self._loop.run_forever()
+
+    async def _client(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+class _Webhook(_LoopServer):
+    """A minimal HTTP/1.1 receiver: it records the arrival time of every alert
+    id (first arrival wins) and answers 200. Kept light on purpose, so the
+    figures measure the relay, not a thread-per-connection http.server."""
+
+    path = "/bench"
+
+    def __init__(self) -> None:
+        self.arrivals: dict[int, float] = {}
+        self.posts = 0
+        self._missing: set[int] = set()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        super().__init__()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -85,40 +105,16 @@ class _Webhook:
             self._done.clear()
         return self._done.wait(timeout)
 
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
 
-
-class _Hang:
+class _Hang(_LoopServer):
     """Accepts connections and reads requests, never answers."""
 
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
-        self._thread.start()
-        ready.wait()
-        self.url = f"webhook+http://127.0.0.1:{self.port}/hang"
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._client, "127.0.0.1", 0))
-        self.port = self._server.sockets[0].getsockname()[1]
-        ready.set()
-        self._loop.run_forever()
+    path = "/hang"
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await reader.read(65536):
             pass
         writer.close()
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
 
 
 # The hanging sink's sends end at this deadline (then retry with backoff).

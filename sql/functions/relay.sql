@@ -119,16 +119,15 @@ $$;
 -- sink nobody serves any more.
 CREATE OR REPLACE FUNCTION consistency.relay_heartbeat(p_sink_ids bigint[])
 RETURNS integer
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_count integer;
-BEGIN
-    UPDATE consistency.relay_sinks SET last_seen_at = consistency.now() WHERE id = ANY (p_sink_ids);
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    RETURN v_count;
-END
+    WITH seen AS (
+        UPDATE consistency.relay_sinks SET last_seen_at = consistency.now()
+         WHERE id = ANY (p_sink_ids)
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM seen
 $$;
 
 -- Forgets a sink that is no longer configured, with its delivery rows:
@@ -310,19 +309,17 @@ $$;
 -- at once for anyone, and the attempt the claim counted is taken back.
 CREATE OR REPLACE FUNCTION consistency.relay_release(p_owner text, p_delivery_ids bigint[])
 RETURNS integer
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_count integer;
-BEGIN
-    UPDATE consistency.relay_deliveries
-       SET status = 'pending', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
-           lease_expires_at = NULL, next_attempt_at = consistency.now()
-     WHERE id = ANY (p_delivery_ids) AND status = 'in_flight' AND lease_owner = p_owner;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    RETURN v_count;
-END
+    WITH released AS (
+        UPDATE consistency.relay_deliveries
+           SET status = 'pending', attempts = greatest(attempts - 1, 0), lease_owner = NULL,
+               lease_expires_at = NULL, next_attempt_at = consistency.now()
+         WHERE id = ANY (p_delivery_ids) AND status = 'in_flight' AND lease_owner = p_owner
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM released
 $$;
 
 -- Marks deliveries as sent. A relay whose lease ran out may still report a
