@@ -2,11 +2,12 @@
 
 One asyncio event loop, so every send can be given a hard deadline and
 cancelled there, wherever it hangs (connect, TLS, a server dripping its
-answer byte by byte). Two database connections: a dedicated LISTEN connection
-that only wakes the loop (probed, and reconnected with exponential backoff
-and jitter when it dies), and a work connection for claims, outcomes, lease
-renewals and heartbeats. NOTIFY is a hint; the poll interval is the
-guarantee, and the tables are the truth.
+answer byte by byte). Three database connections: a dedicated LISTEN
+connection that only wakes the loop (probed, and reconnected with exponential
+backoff and jitter when it dies), one for claims, lease renewals and
+heartbeats, and one that records outcomes, so claiming the next rows and
+recording the last ones run side by side on the server. NOTIFY is a hint;
+the poll interval is the guarantee, and the tables are the truth.
 
 Each sink has a lane of its own with at most ``concurrency`` sends at once,
 and a lane claims only what it can start (``in_flight`` in the table means
@@ -120,6 +121,12 @@ def full_jitter(attempt: int, cap: float, base: float = 0.1) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(attempt, 30)))
 
 
+@dataclass
+class _WorkConnection:
+    conn: psycopg.AsyncConnection | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 @dataclass(frozen=True)
 class _Claimed:
     delivery_id: int
@@ -159,8 +166,7 @@ class Relay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
-        self._conn: psycopg.AsyncConnection | None = None
-        self._db_lock: asyncio.Lock | None = None
+        self._conns: dict[str, _WorkConnection] = {}
         self._lanes: dict[int, _Lane] = {}
         self._held: dict[int, _Lane] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -203,28 +209,30 @@ class Relay:
                     describe_error(exc) if exc else "?",
                     state.next_action.sleep if state.next_action else 0)
 
-    async def _db(self, name: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Run a named query on the work connection, reconnecting with
-        exponential backoff and jitter while the server is unreachable. Every
-        relay query is safe to repeat (claims under a lease, idempotent
-        outcomes), so a statement cut off by a disconnect is simply re-run."""
-        assert self._db_lock is not None
+    async def _db(self, name: str, params: dict[str, Any] | None = None,
+                  via: str = "claim") -> list[tuple[Any, ...]]:
+        """Run a named query on work connection ``via`` ("claim" or
+        "record"), reconnecting with exponential backoff and jitter while the
+        server is unreachable. Every relay query is safe to repeat (claims
+        under a lease, idempotent outcomes), so a statement cut off by a
+        disconnect is simply re-run."""
+        work = self._conns.setdefault(via, _WorkConnection())
         async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(psycopg.OperationalError),
                 wait=wait_random_exponential(multiplier=0.1,
                                              max=self.options.reconnect_max_delay),
                 stop=self._give_up, before_sleep=self._before_sleep, reraise=True):
             with attempt:
-                async with self._db_lock:
-                    if self._conn is None or self._conn.closed:
-                        self._conn = await psycopg.AsyncConnection.connect(self.dsn,
-                                                                           **_CONNECT_KWARGS)
+                async with work.lock:
+                    if work.conn is None or work.conn.closed:
+                        work.conn = await psycopg.AsyncConnection.connect(self.dsn,
+                                                                          **_CONNECT_KWARGS)
                     try:
-                        cur = await self._conn.execute(query(name), params)
+                        cur = await work.conn.execute(query(name), params)
                         return await cur.fetchall() if cur.description else []
                     except psycopg.OperationalError:
-                        await self._conn.close()
-                        self._conn = None
+                        await work.conn.close()
+                        work.conn = None
                         raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -407,7 +415,7 @@ class Relay:
         opts = self.options
         done = [c.delivery_id for _, unit, error in batch if error is None for c in unit]
         if done:
-            await self._db("relay_complete", {"ids": done})
+            await self._db("relay_complete", {"ids": done}, via="record")
             self.stats.delivered += len(done)
         for lane, unit, error in batch:
             if error is None:
@@ -421,7 +429,7 @@ class Relay:
                     "permanent": error.permanent, "retry_after": error.retry_after,
                     "max_attempts": opts.max_attempts, "base_delay": opts.base_delay,
                     "max_delay": opts.max_delay,
-                    "give_up": timedelta(seconds=opts.give_up_after)})
+                    "give_up": timedelta(seconds=opts.give_up_after)}, via="record")
                 if status == "pending":
                     self.stats.retried += 1
                     log.warning("alert %s -> %s: %s (attempt %s, will retry)",
@@ -491,7 +499,7 @@ class Relay:
     async def _main(self, once: bool) -> RelayStats:
         self._loop = asyncio.get_running_loop()
         self._stop, self._wake = asyncio.Event(), asyncio.Event()
-        self._db_lock = asyncio.Lock()
+        self._conns = {}
         self._outcomes = asyncio.Queue()
         if self.stopping:
             self._signal_stop()
@@ -527,8 +535,9 @@ class Relay:
                 for sink in self.sinks:
                     with contextlib.suppress(Exception):
                         await sink.close()
-                if self._conn is not None:
-                    await self._conn.close()
+                for work in self._conns.values():
+                    if work.conn is not None:
+                        await work.conn.close()
                 self.listening.clear()
         if self._fatal is not None:
             raise self._fatal
