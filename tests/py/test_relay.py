@@ -551,6 +551,7 @@ def test_sink_names_show_no_secret_and_tell_sinks_apart() -> None:
 
 
 def test_relay_sinks_and_forget_sink_cli(dsn, run_cli) -> None:
+    """`relay forget-sink`, and the hidden hyphenated aliases of before."""
     with psycopg.connect(dsn) as conn:
         sink_id = conn.execute(
             "SELECT consistency.relay_register_sink(%s, 'webhook+https://old.example/***', "
@@ -559,7 +560,7 @@ def test_relay_sinks_and_forget_sink_cli(dsn, run_cli) -> None:
     listed = run_cli("relay-sinks", "--dsn", dsn, "--json")
     assert listed.code == 0 and '"status": "pending"' in listed.out
     assert "pending" in run_cli("relay-sinks", "--dsn", dsn).out
-    assert run_cli("relay-forget-sink", "--dsn", dsn, str(sink_id)).code == 0
+    assert run_cli("relay", "forget-sink", "--dsn", dsn, str(sink_id)).code == 0
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM consistency.relay_deliveries").fetchone()[0] == 0
     again = run_cli("relay-forget-sink", "--dsn", dsn, str(sink_id))
