@@ -660,7 +660,7 @@ def test_two_relays_with_a_hanging_sink_send_nothing_twice(dsn, http) -> None:
     in_flight_since: dict[tuple[int, int], float] = {}
     with Background(first), Background(second):
         ids = raise_alerts(dsn, 20)
-        assert http.recorder.wait_for(lambda: sorted(http.recorder.accepted("/ok")) == ids)
+        assert http.recorder.wait_for(lambda: set(http.recorder.accepted("/ok")) >= set(ids))
         watch_until = time.monotonic() + 7
         while time.monotonic() < watch_until:
             with psycopg.connect(dsn) as conn:
@@ -674,7 +674,9 @@ def test_two_relays_with_a_hanging_sink_send_nothing_twice(dsn, http) -> None:
                     if now - since > 3 + 1.5:
                         stuck.add(row_id)
             time.sleep(0.2)
-    assert sorted(http.recorder.accepted("/ok")) == ids, "the healthy sink got each alert once"
+    got = http.recorder.accepted("/ok")
+    assert sorted(i for i in got if i in ids) == ids, "the healthy sink got each alert once"
+    assert len(got) - len(ids) <= 1, "plus at most one relay_delivery_failed about /hang"
     assert worst_attempts == 2, "rows reach their attempt limit and never go past it"
     assert not stuck, "an attempt leaves in_flight at its deadline (3 s)"
     with psycopg.connect(dsn) as conn:
