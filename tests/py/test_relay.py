@@ -696,7 +696,8 @@ def test_a_slow_drip_sink_is_abandoned_at_the_deadline(dsn) -> None:
         stats = relay.run(once=True)
         took = time.monotonic() - started
     assert (stats.deadlines, stats.retried) == (1, 1)
-    assert 1.4 < took < 4, f"abandoned at the 1.5 s deadline, not after the answer ({took:.1f} s)"
+    # The whole answer would take 0.3 s x 600 bytes: any bound far below 180 s shows it.
+    assert 1.4 < took < 10, f"abandoned at the 1.5 s deadline ({took:.1f} s)"
     [(_, _, status, attempts, last_error, _)] = deliveries(dsn)
     assert (status, attempts) == ("pending", 1)
     assert "1.5 s deadline" in last_error
