@@ -9,9 +9,7 @@
 CREATE OR REPLACE FUNCTION consistency._severity_rank(p_severity text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE p_severity WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 WHEN 'info' THEN 1 END
-$$;
+RETURN CASE p_severity WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 WHEN 'info' THEN 1 END;
 
 -- Trigger function (statement level, transition table): every new alert gets
 -- a delivery row for every registered sink that takes its severity, in the
@@ -270,18 +268,14 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._alert_has_pending_delivery(p_alert_id bigint)
 RETURNS boolean
 LANGUAGE sql STABLE
-AS $$
-    SELECT EXISTS (SELECT 1
-                     FROM consistency.relay_deliveries AS d
-                    WHERE d.alert_id = p_alert_id
-                      AND d.status IN ('pending', 'in_flight'))
-$$;
+RETURN EXISTS (SELECT 1
+                 FROM consistency.relay_deliveries AS d
+                WHERE d.alert_id = p_alert_id
+                  AND d.status IN ('pending', 'in_flight'));
 
 -- "Has a relay sink ever been configured?" (archive_alerts archives any old
 -- alert when none has).
 CREATE OR REPLACE FUNCTION consistency._relay_sinks_configured()
 RETURNS boolean
 LANGUAGE sql STABLE
-AS $$
-    SELECT EXISTS (SELECT 1 FROM consistency.relay_sinks)
-$$;
+RETURN EXISTS (SELECT 1 FROM consistency.relay_sinks);
