@@ -31,21 +31,25 @@ SELECT pg_catalog.pg_has_role(current_user, x.oid, 'MEMBER'), x.rolsuper OR x.ro
 -- name: schema_objects --
 -- Every object in schema consistency that a role other than its owner owns,
 -- or, before the guard is installed (%(installed)s false), every object at
--- all: from each catalog that places objects in a schema.
-SELECT o.kind || ' ' || o.name || ' (owner ' || coalesce(pg_catalog.pg_get_userbyid(o.owner), '?')
-       || ')'
+-- all: from each catalog that places objects in a schema. (A table's row and
+-- array types go with the table.)
+SELECT o.kind || ' consistency.' || o.name || ' (owner '
+       || coalesce(pg_catalog.pg_get_userbyid(o.owner)::text, '?') || ')'
   FROM pg_catalog.pg_namespace n
  CROSS JOIN LATERAL (
-        SELECT 'relation', c.oid::regclass::text, c.relowner FROM pg_catalog.pg_class c
+        SELECT 'relation', pg_catalog.quote_ident(c.relname), c.relowner FROM pg_catalog.pg_class c
          WHERE c.relnamespace = n.oid
         UNION ALL
-        SELECT 'routine', p.oid::regprocedure::text, p.proowner FROM pg_catalog.pg_proc p
+        SELECT 'routine', pg_catalog.quote_ident(p.proname) || '('
+                          || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')', p.proowner
+          FROM pg_catalog.pg_proc p
          WHERE p.pronamespace = n.oid
         UNION ALL
-        SELECT 'type', t.oid::regtype::text, t.typowner FROM pg_catalog.pg_type t
-         WHERE t.typnamespace = n.oid
+        SELECT 'type', pg_catalog.quote_ident(t.typname), t.typowner FROM pg_catalog.pg_type t
+         WHERE t.typnamespace = n.oid AND t.typrelid = 0
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_type e WHERE e.typarray = t.oid)
         UNION ALL
-        SELECT 'operator', o.oid::regoperator::text, o.oprowner FROM pg_catalog.pg_operator o
+        SELECT 'operator', o.oprname::text, o.oprowner FROM pg_catalog.pg_operator o
          WHERE o.oprnamespace = n.oid
         UNION ALL
         SELECT 'operator class', c.opcname::text, c.opcowner FROM pg_catalog.pg_opclass c
