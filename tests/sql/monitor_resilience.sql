@@ -3,7 +3,7 @@
 -- for that row (check_runs, an alert) while the run goes on, and a rule that
 -- cannot run at all is recorded and skipped.
 BEGIN;
-SELECT plan(12);
+SELECT plan(13);
 
 SET LOCAL ROLE consistency_app;
 INSERT INTO public.calls (id, external_call_id, session_outcome, created_at)
@@ -51,6 +51,17 @@ SELECT is((SELECT count(*)::int FROM consistency.manual_review_queue WHERE call_
 SELECT results_eq(
     $$ SELECT found, corrected FROM consistency.run_check() WHERE rule = 'missing_appointment' $$,
     $$ VALUES (1, 0) $$, 'the next run still completes');
+
+-- A row no arithmetic can age (created_at 'infinity', written by any
+-- writer) is judged like the others.
+SET LOCAL session_replication_role = replica;
+INSERT INTO public.calls (id, external_call_id, appointment_made, appointment_link_status,
+                          active_appointment_count, created_at)
+VALUES (-9, 'forever', true, 'linked', 1, 'infinity');
+SET LOCAL session_replication_role = origin;
+SELECT results_eq(
+    $$ SELECT found, corrected FROM consistency.run_check() WHERE rule = 'missing_appointment' $$,
+    $$ VALUES (2, 1) $$, 'a call created at infinity is found and rolled back (and -6 still fails)');
 
 -- A rule whose detection fails (a setting forced to a value it cannot read)
 -- is recorded and skipped; the other rules run.

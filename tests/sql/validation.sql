@@ -2,7 +2,7 @@
 -- rollback_booking: the six call fields, alert, review item and audit row,
 -- G1 wins, atomicity, bad input.
 BEGIN;
-SELECT plan(44);
+SELECT plan(45);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -116,6 +116,17 @@ SELECT results_eq($$ SELECT c.* FROM public.calls c WHERE c.id = 101 $$,
 SELECT is((SELECT count(*)::int FROM consistency.alerts) + (SELECT count(*)::int FROM consistency.audit_log)
           + (SELECT count(*)::int FROM consistency.manual_review_queue), 0,
           'validation writes no alert, audit row or review item');
+
+SET LOCAL session_replication_role = replica;
+INSERT INTO public.calls (id, external_call_id, appointment_made, appointment_link_status,
+                          active_appointment_count, session_outcome)
+VALUES (190, 'forever', true, 'linked', 1, 'appointment_booked');
+INSERT INTO public.appointments (id, call_id, external_booking_id, created_at)
+VALUES (1190, 190, 'b-forever', '-infinity');
+SET LOCAL session_replication_role = origin;
+SELECT results_eq($$ SELECT ok, reason, details -> 'age_seconds' FROM consistency.validate_booking(190) $$,
+                  $$ VALUES (false, 'appointment_too_old', 'null'::jsonb) $$,
+                  'an appointment created at -infinity has no age: too old, not an error');
 
 -- bad input
 SELECT throws_ok($$ SELECT * FROM consistency.validate_booking(NULL) $$, '22023',
