@@ -346,12 +346,19 @@ def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
     with backend.transaction(rollback_on_exit=dry_run):
         # Done as the connecting role: it may create roles, or the schema,
         # where the owner may not. Nothing here runs the application's code.
-        for role in ownership.create_roles_first:
-            conn.execute(db.compose("create_role", role=role))
+        steps = [(f"creating role {role}", db.compose("create_role", role=role))
+                 for role in ownership.create_roles_first]
         if not ownership.schema_exists:
-            conn.execute(db.compose("create_schema", owner=ownership.owner))
+            steps.append((f"creating schema consistency for {ownership.owner}",
+                          db.compose("create_schema", owner=ownership.owner)))
         if ownership.set_role:
-            conn.execute(db.compose("set_local_role", role=ownership.owner))
+            steps.append((f"SET ROLE {ownership.owner}",
+                          db.compose("set_local_role", role=ownership.owner)))
+        for label, step in steps:
+            try:
+                conn.execute(step)
+            except psycopg.Error as exc:
+                raise GuardError(f"{label}: {db.describe_error(exc)}") from exc
         if internalmigrations.needs_upgrading(backend):
             internalmigrations.upgrade(backend)
         backend._internal_schema_updated = True

@@ -215,9 +215,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_n       bigint;
-    v_state   text;
-    v_message text;
+    v_n bigint;
 BEGIN
     done := 0;
     failed_ids := '{}';
@@ -237,10 +235,9 @@ BEGIN
             EXECUTE p_sql INTO v_n USING ARRAY[p_ids[i]], p_args[i:i];
             done := done + coalesce(v_n, 0);
         EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
             failed_ids := failed_ids || p_ids[i];
             errors := errors || consistency._check_failure(p_rule, p_severity, p_entity_type,
-                                                           p_ids[i], v_state, v_message);
+                                                           p_ids[i], SQLSTATE, SQLERRM);
         END;
     END LOOP;
 END
@@ -318,8 +315,6 @@ DECLARE
     v_alerted   int;
     v_errors    jsonb;
     v_act       record;
-    v_state     text;
-    v_message   text;
     v_rules     jsonb := '{}';
 BEGIN
     IF v_window <= interval '0' OR v_window > interval '36500 days' THEN
@@ -349,10 +344,9 @@ BEGIN
         SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_ids
           FROM consistency._rule_missing_direction(v_since, v_now) r;
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         v_ids := NULL;
         v_errors := jsonb_build_array(consistency._check_failure(
-            'missing_direction', 'warning', 'call', NULL, v_state, v_message));
+            'missing_direction', 'warning', 'call', NULL, SQLSTATE, SQLERRM));
     END;
     v_act := consistency._check_step('missing_direction', 'warning', 'call', $q$
         WITH fixed AS (
@@ -381,10 +375,9 @@ BEGIN
           INTO v_found, v_ids, v_targets, v_alerted
           FROM consistency._rule_orphaned_appointment(v_since) o;
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         v_ids := NULL;
         v_errors := jsonb_build_array(consistency._check_failure(
-            'orphaned_appointment', 'warning', 'appointment', NULL, v_state, v_message));
+            'orphaned_appointment', 'warning', 'appointment', NULL, SQLSTATE, SQLERRM));
     END;
     v_act := consistency._check_step('orphaned_appointment', 'warning', 'appointment', $q$
         WITH linked AS (
@@ -424,11 +417,10 @@ BEGIN
               FROM consistency._rule_link($1, $2, $3) r
         $q$ INTO v_missing, v_ids USING v_since, v_now, v_bulk;
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         v_missing := NULL;
         v_ids := NULL;
         v_errors := jsonb_build_array(consistency._check_failure(
-            'link', 'critical', 'call', NULL, v_state, v_message));
+            'link', 'critical', 'call', NULL, SQLSTATE, SQLERRM));
     END;
     v_detect_ms := consistency._ms_since(v_step);
 
@@ -459,9 +451,8 @@ BEGIN
                   FROM unnest(v_ids) AS id
                  WHERE id <> ALL (v_act.failed_ids)) al;
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         v_act.errors := v_act.errors || consistency._check_failure(
-            'inconsistent_link_status', 'warning', 'call', NULL, v_state, v_message);
+            'inconsistent_link_status', 'warning', 'call', NULL, SQLSTATE, SQLERRM);
     END;
     v_rules := v_rules || jsonb_build_object('inconsistent_link_status',
         consistency._check_rule_entry('warning', coalesce(cardinality(v_ids), 0), v_act.done,
@@ -482,9 +473,8 @@ BEGIN
                            r.detail) AS alert_id
                   FROM consistency._rule_session_outcome_mismatch(v_since, v_now) r) al;
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         v_errors := jsonb_build_array(consistency._check_failure(
-            'session_outcome_mismatch', 'critical', 'call', NULL, v_state, v_message));
+            'session_outcome_mismatch', 'critical', 'call', NULL, SQLSTATE, SQLERRM));
     END;
     v_rules := v_rules || jsonb_build_object('session_outcome_mismatch',
         consistency._check_rule_entry('critical', v_found, 0, v_alerted, v_errors, v_step));
@@ -495,9 +485,8 @@ BEGIN
     BEGIN
         SELECT count(*) INTO v_found FROM consistency._rule_recent_failure(v_since, v_now);
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         v_errors := jsonb_build_array(consistency._check_failure(
-            'recent_failure', 'info', 'call', NULL, v_state, v_message));
+            'recent_failure', 'info', 'call', NULL, SQLSTATE, SQLERRM));
     END;
     v_rules := v_rules || jsonb_build_object('recent_failure',
         consistency._check_rule_entry('info', v_found, 0, 0, v_errors, v_step));
