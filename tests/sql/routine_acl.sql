@@ -16,6 +16,9 @@ SELECT set_eq(
           CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) x
          WHERE p.pronamespace = 'consistency'::regnamespace AND x.grantee <> p.proowner $$,
     $$ VALUES
+    ('consistency._fake_now()', 'consistency_app'),
+    ('consistency._fake_now()', 'consistency_monitor'),
+    ('consistency._fake_now()', 'consistency_reviewer'),
     ('consistency._require_id(bigint,text)', 'consistency_app'),
     ('consistency._require_id(bigint,text)', 'consistency_reviewer'),
     ('consistency._require_id(bigint,text)', 'consistency_monitor'),
