@@ -154,6 +154,18 @@ def test_the_guard_is_owned_by_the_owner_of_the_tables(sandbox, run_cli, monkeyp
             GuardError, match=r"roles consistency_not_there do not exist and .* may not create "
                               r"roles: .*CREATE ROLE consistency_not_there NOLOGIN;"):
         migrate.check_ownership(conn, None, installing=True)
+    # A superuser installing for the owner creates them itself, inside the
+    # migrate transaction (which a dry run rolls back).
+    def exists() -> bool:
+        with psycopg.connect(admin_dsn) as conn:
+            return conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = "
+                                "'consistency_not_there'").fetchone()[0] == 1
+
+    migrate.migrate(admin_dsn, owner=owner, dry_run=True, env={})
+    assert not exists()
+    sandbox.roles.append("consistency_not_there")
+    migrate.migrate(admin_dsn, owner=owner, env={})
+    assert exists()
 
 
 def test_a_role_granted_update_on_calls_later_never_gets_the_counter(sandbox, dsn,
