@@ -16,20 +16,20 @@ from typing import Any, TypeVar
 
 import click
 import psycopg
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from orchestrator import breaker as breaker_mod
-from orchestrator import config, db, monitor, review, scheduling, validation
+from orchestrator import config, db, durations, monitor, output, review, scheduling, validation
 from orchestrator import migrate as migrate_mod
 from orchestrator.durations import parse_duration
 from orchestrator.errors import GuardError
+from orchestrator.output import Styled, print_json, say, table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = output.out
+err = output.err
 
 
 def dsn_option(func: F) -> F:
@@ -43,8 +43,12 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
 
 
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+class BigInt(click.IntRange):
+    """An id: any PostgreSQL bigint (a row may hold a negative one), nothing
+    beyond, so that the database is asked about a bigint, never a numeric."""
+
+    def __init__(self) -> None:
+        super().__init__(min=db.BIGINT_MIN, max=db.BIGINT_MAX)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,28 +61,40 @@ def cli() -> None:
 
 @cli.group(invoke_without_command=True)
 @dsn_option
-@click.option("--dry-run", is_flag=True, help="Show what would be applied; change nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Run everything in a transaction that is rolled back; change nothing.")
 @click.option("--reapply", is_flag=True,
               help="Re-apply every function, trigger and privilege definition.")
+@click.option("--owner", metavar="ROLE", default=None,
+              help="Install as ROLE (SET ROLE), the owner of public.calls and "
+                   "public.appointments, when connected as another role.")
+@json_option
 @click.pass_context
-def migrate(ctx: click.Context, dsn: str | None, dry_run: bool, reapply: bool) -> None:
+def migrate(ctx: click.Context, dsn: str | None, dry_run: bool, reapply: bool,
+            owner: str | None, as_json: bool) -> None:
     """Apply pending migrations and current definitions (one transaction)."""
     ctx.obj = {"dsn": dsn}
     if ctx.invoked_subcommand is not None:
         return
-    result = migrate_mod.migrate(dsn, dry_run=dry_run, reapply=reapply)
+    result = migrate_mod.migrate(dsn, dry_run=dry_run, reapply=reapply, owner=owner)
+    if as_json:
+        print_json({"dry_run": dry_run, "migrations": result.migrations_applied,
+                    "definitions": result.definitions_applied,
+                    "settings": result.settings_changed})
+        return
     verb = "would apply" if dry_run else "applied"
     if not result.changed:
-        out.print("nothing to do: the database is up to date")
+        say("nothing to do: the database is up to date")
         return
     if result.migrations_applied:
-        out.print(f"{verb} {len(result.migrations_applied)} migration(s): "
-                  + ", ".join(result.migrations_applied))
+        say(f"{verb} {len(result.migrations_applied)} migration(s): "
+            + ", ".join(result.migrations_applied))
     if result.definitions_applied:
-        out.print(f"{verb} {len(result.definitions_applied)} definition(s): "
-                  + ", ".join(result.definitions_applied))
+        say(f"{verb} {len(result.definitions_applied)} definition(s): "
+            + ", ".join(result.definitions_applied))
     if result.settings_changed:
-        out.print("settings from environment: " + ", ".join(result.settings_changed))
+        say(("settings from environment (would change): " if dry_run
+             else "settings from environment: ") + ", ".join(result.settings_changed))
 
 
 @migrate.command("status")
@@ -94,22 +110,19 @@ def migrate_status(ctx: click.Context, dsn: str | None, as_json: bool) -> None:
                     "catalog_drift": st.catalog_drift,
                     "up_to_date": st.up_to_date})
     else:
-        table = Table("migration", "state", title="migrations")
-        for mid in st.applied:
-            table.add_row(mid, "applied")
-        for mid in st.pending:
-            table.add_row(mid, "[yellow]pending[/]")
-        for mid in st.unknown:
-            table.add_row(mid, "[red]unknown to this version[/]")
-        out.print(table)
+        table(("migration", "state"),
+              [*([mid, "applied"] for mid in st.applied),
+               *([mid, Styled("pending", "yellow")] for mid in st.pending),
+               *([mid, Styled("unknown to this version", "red")] for mid in st.unknown)],
+              title="migrations")
         if st.catalog_drift:
-            out.print("[red]functions or triggers were changed outside migrate[/]: "
-                      "every definition will be re-applied")
+            say("functions, triggers or privileges were changed outside migrate: "
+                "every definition will be re-applied")
         if st.definitions_changed:
-            out.print("definitions to re-apply: " + ", ".join(st.definitions_changed))
+            say("definitions to re-apply: " + ", ".join(st.definitions_changed))
         else:
-            out.print(f"definitions: {st.definitions_total} current")
-        out.print("up to date" if st.up_to_date else "run `consistency migrate` to apply")
+            say(f"definitions: {st.definitions_total} current")
+        say("up to date" if st.up_to_date else "run `consistency migrate` to apply")
     if not st.up_to_date:
         sys.exit(1)
 
@@ -131,10 +144,9 @@ def config_show(dsn: str | None, as_json: bool) -> None:
     if as_json:
         print_json({s.key: s.value for s in settings})
         return
-    table = Table("key", "value", "env", "description")
-    for s in settings:
-        table.add_row(s.key, json.dumps(s.value), s.env_var or "", s.description or "")
-    out.print(table)
+    table(("key", "value", "min", "max", "env", "description"),
+          [(s.key, json.dumps(s.value), s.min_value, s.max_value, s.env_var, s.description)
+           for s in settings])
 
 
 @config_group.command("set", context_settings={"ignore_unknown_options": True})
@@ -147,35 +159,39 @@ def config_set(dsn: str | None, key: str, value: str, actor: str | None) -> None
     with db.connect(db.resolve_dsn(dsn)) as conn:
         changed = config.set_setting(conn, key, config.parse_value(value),
                                      actor or config.default_actor())
-    out.print(f"{key} = {value}" if changed else f"{key} already {value}: unchanged")
+    say(f"{key} = {value}" if changed else f"{key} already {value}: unchanged")
 
 
 @config_group.command("sync")
 @dsn_option
+@json_option
 @click.option("--actor", default=None, help="Recorded in the audit log (default cli:$USER).")
-def config_sync(dsn: str | None, actor: str | None) -> None:
+def config_sync(dsn: str | None, as_json: bool, actor: str | None) -> None:
     """Apply the settings whose environment variables are set (all or nothing)."""
     with db.connect(db.resolve_dsn(dsn)) as conn:
         changed = config.sync_from_env(conn, actor or config.default_actor())
-    out.print("changed: " + ", ".join(changed) if changed else "nothing to change")
+    if as_json:
+        print_json({"changed": changed})
+    else:
+        say("changed: " + ", ".join(changed) if changed else "nothing to change")
 
 
 # --- validation and review ---------------------------------------------------------
 
 def _print_validation(result: validation.ValidationResult) -> None:
     if result.ok:
-        out.print(f"call {result.call_id}: ok (appointment {result.appointment_id})")
+        say(f"call {result.call_id}: ok (appointment {result.appointment_id})")
         return
     details = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(result.details.items())
                         if k != "call_id")
-    out.print(f"call {result.call_id}: [red]{result.reason}[/] {details}".rstrip())
+    output.say_markup("call {}: [red]{}[/] {}", result.call_id, result.reason, details)
 
 
 @cli.command("validate")
 @dsn_option
 @json_option
-@click.argument("call_id", type=int)
-@click.option("--appointment", "appointment_id", type=int, default=None,
+@click.argument("call_id", type=BigInt())
+@click.option("--appointment", "appointment_id", type=BigInt(), default=None,
               help="Validate this appointment (default: the newest active one of the call).")
 @click.option("--external-id", "external_booking_id", default=None,
               help="Booking id the calendar returned; must match the appointment's.")
@@ -197,7 +213,7 @@ def validate_cmd(dsn: str | None, as_json: bool, call_id: int, appointment_id: i
     else:
         _print_validation(result)
         if alert_id is not None:
-            out.print(f"rolled back: alert {alert_id}, queued for manual review")
+            say(f"rolled back: alert {alert_id}, queued for manual review")
     if not result.ok:
         sys.exit(1)
 
@@ -207,10 +223,9 @@ def review_group() -> None:
     """Work the manual review queue (consistency.manual_review_queue)."""
 
 
-def _item_row(item: review.ReviewItem) -> list[str]:
-    return [str(item.id), str(item.call_id), item.reason, str(item.priority), item.status,
-            item.assigned_to or "", f"{item.created_at:%Y-%m-%d %H:%M:%S}",
-            item.resolution_notes or ""]
+def _item_row(item: review.ReviewItem) -> list[Any]:
+    return [item.id, item.call_id, item.reason, item.priority, item.status, item.assigned_to,
+            f"{item.created_at:%Y-%m-%d %H:%M:%S}", item.resolution_notes]
 
 
 @review_group.command("list")
@@ -226,16 +241,15 @@ def review_list(dsn: str | None, as_json: bool, status: str | None, limit: int) 
     if as_json:
         print_json([item.as_dict() for item in items])
         return
-    table = Table("id", "call", "reason", "prio", "status", "assigned", "created", "notes")
-    for item in items:
-        table.add_row(*_item_row(item))
-    out.print(table)
+    table(("id", "call", "reason", "prio", "status", "assigned", "created", "notes"),
+          [_item_row(item) for item in items])
 
 
 @review_group.command("claim")
 @dsn_option
 @json_option
-@click.option("--reviewer", required=True, help="Who takes the item.")
+@click.option("--reviewer", required=True,
+              help="Who takes the item: your login, unless you connect as the guard's owner.")
 def review_claim(dsn: str | None, as_json: bool, reviewer: str) -> None:
     """Take the most urgent pending item (highest priority, oldest)."""
     with db.connect(db.resolve_dsn(dsn), autocommit=True) as conn:
@@ -243,17 +257,19 @@ def review_claim(dsn: str | None, as_json: bool, reviewer: str) -> None:
     if as_json:
         print_json(item.as_dict() if item else None)
     elif item is None:
-        out.print("nothing to review")
+        say("nothing to review")
     else:
-        out.print(f"claimed item {item.id}: call {item.call_id}, {item.reason} "
-                  f"(priority {item.priority}) context {json.dumps(item.context)}")
+        say(f"claimed item {item.id}: call {item.call_id}, {item.reason} "
+            f"(priority {item.priority}) context {json.dumps(item.context)}")
 
 
 @review_group.command("resolve")
 @dsn_option
 @json_option
-@click.argument("item_id", type=int)
-@click.option("--reviewer", required=True, help="Must be the assignee (or the item unassigned).")
+@click.argument("item_id", type=BigInt())
+@click.option("--reviewer", required=True,
+              help="Must be the assignee (or the item unassigned), and your login unless you "
+                   "connect as the guard's owner.")
 @click.option("--status", type=click.Choice(["resolved", "dismissed"]), required=True)
 @click.option("--notes", required=True, help="What was done; kept with the item.")
 def review_resolve(dsn: str | None, as_json: bool, item_id: int, reviewer: str, status: str,
@@ -264,7 +280,8 @@ def review_resolve(dsn: str | None, as_json: bool, item_id: int, reviewer: str, 
     if as_json:
         print_json(item.as_dict())
     else:
-        out.print(f"item {item.id} {item.status} by {item.assigned_to}")
+        say(f"item {item.id} {item.status} by {item.assigned_to}")
+
 # --- circuit -------------------------------------------------------------------
 
 def _when(value: Any) -> str:
@@ -289,15 +306,14 @@ def circuit_status(dsn: str | None, as_json: bool, key: str | None) -> None:
     if as_json:
         print_json([dataclasses.asdict(r) for r in rows])
         return
-    table = Table(title="circuits")
-    for column in ("key", "state", "failures", "successes", "last failure", "opened", "closed"):
-        table.add_column(column, overflow="fold")
+    if not rows:
+        say("no circuit has recorded anything yet")
+        return
     colour = {"closed": "green", "half_open": "yellow", "disabled": "yellow"}
-    for r in rows:
-        table.add_row(escape(r.circuit_key), f"[{colour.get(r.state, 'red')}]{r.state}[/]",
-                      str(r.failure_count), str(r.success_count), _when(r.last_failure_at),
-                      _when(r.opened_at), _when(r.closed_at))
-    out.print(table if rows else "no circuit has recorded anything yet")
+    table(("key", "state", "failures", "successes", "last failure", "opened", "closed"),
+          [(r.circuit_key, Styled(r.state, colour.get(r.state, "red")), r.failure_count,
+            r.success_count, _when(r.last_failure_at), _when(r.opened_at), _when(r.closed_at))
+           for r in rows], title="circuits")
 
 
 @circuit.command("force")
@@ -311,8 +327,7 @@ def circuit_force(dsn: str | None, key: str, state: str, actor: str, reason: str
     every call, count nothing) or closed (reset)."""
     with db.connect(db.resolve_dsn(dsn)) as conn:
         changed = breaker_mod.force(conn, key, state, actor, reason)
-    out.print(f"circuit {key}: {state}" if changed else f"circuit {key} already {state}: unchanged",
-              markup=False)
+    say(f"circuit {key}: {state}" if changed else f"circuit {key} already {state}: unchanged")
 # --- relay -----------------------------------------------------------------------
 
 def _seconds(text: str, what: str) -> float:
@@ -526,39 +541,46 @@ for _alias, _command in (("relay-sinks", relay_sinks), ("relay-forget-sink", rel
 # --- monitor ---------------------------------------------------------------------
 
 def _print_check(report: monitor.CheckReport) -> None:
-    table = Table("rule", "severity", "found", "corrected", "alerted",
-                  title=f"consistency check #{report.run_id} ({report.duration_ms:.1f} ms)")
-    for r in report.rules:
-        style = "red" if r.severity == "critical" and r.remaining else ""
-        table.add_row(r.rule, r.severity, str(r.found), str(r.corrected), str(r.alerted),
-                      style=style)
-    out.print(table)
+    def row(r: monitor.RuleResult) -> list[Any]:
+        cells = [r.rule, r.severity, r.found, r.corrected, r.alerted, r.failed]
+        if r.severity == "critical" and r.remaining:
+            return [Styled(c, "red") for c in cells]
+        return cells
+
+    table(("rule", "severity", "found", "corrected", "alerted", "failed"),
+          [row(r) for r in report.rules],
+          title=f"consistency check #{report.run_id} ({report.duration_ms:.1f} ms)")
+    for failure in report.failures:
+        say(f"could not correct: {failure}")
     if report.waited_ms > 100:
-        out.print(f"waited {report.waited_ms:.0f} ms for a concurrent check to finish")
+        say(f"waited {report.waited_ms:.0f} ms for a concurrent check to finish")
 
 
 @cli.command()
 @dsn_option
 @click.option("--window", default=None, metavar="DURATION",
-              help="Calls created within this window, e.g. 1h (default monitoring.recent_hours).")
+              help="Calls created within this window, e.g. 1h (default monitoring.recent_hours; "
+                   "1s to 36500d).")
 @click.option("--every", default=None, metavar="DURATION",
-              help="Run forever at this interval (e.g. 5m); reconnects after database restarts, "
-                   "stops on SIGTERM.")
+              help="Run forever at this interval (e.g. 5m; 1s to 7d); survives database errors "
+                   "and restarts (logged, retried with backoff), stops on SIGTERM.")
 @json_option
 def check(dsn: str | None, window: str | None, every: str | None, as_json: bool) -> None:
-    """Detect, auto-correct and alert; exit 1 when critical issues remain."""
-    window_td = parse_duration(window, what="window") if window else None
+    """Detect, auto-correct and alert; exit 1 when critical issues remain or a
+    correction failed."""
+    window_td = parse_duration(window, durations.WINDOW) if window else None
+    interval = parse_duration(every, durations.INTERVAL) if every else None
     conninfo = db.resolve_dsn(dsn)
-    if every is None:
+    if interval is None:
         with db.connect(conninfo) as conn:
             report = monitor.run_check(conn, window_td)
         if as_json:
             print_json(report.as_dict())
         else:
             _print_check(report)
-        sys.exit(1 if report.critical_remaining else 0)
+        sys.exit(1 if report.critical_remaining or report.failed else 0)
 
-    interval = parse_duration(every, what="interval")
+    db.session_conninfo(conninfo)  # a malformed DSN is a usage error, not a retry loop
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -566,12 +588,12 @@ def check(dsn: str | None, window: str | None, every: str | None, as_json: bool)
 
     def show(report: monitor.CheckReport) -> None:
         if as_json:
-            click.echo(json.dumps(report.as_dict(), sort_keys=True, default=str))
+            output.print_json(report.as_dict(), indent=None)
         else:
             _print_check(report)
 
     runs = monitor.check_loop(conninfo, interval, stop, window_td, on_result=show)
-    err.print(f"stopped after {runs} run(s)")
+    say(f"stopped after {runs} run(s)", to_stderr=True)
 
 
 @cli.command()
@@ -589,26 +611,22 @@ def report(dsn: str | None, day: str | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    summary = Table("", "", title=f"consistency report {data['period']['day']}",
-                    show_header=False)
-    summary.add_row("calls", str(data["totals"]["calls"]))
-    summary.add_row("appointments", str(data["totals"]["appointments"]))
-    summary.add_row("consistency rate", f"{data['consistency_rate_pct']} %")
-    summary.add_row("alerts", str(data["totals"]["alerts"]))
-    for severity, n in data["alerts_by_severity"].items():
-        summary.add_row(f"  {severity}", str(n))
-    summary.add_row("auto-corrected / manual", f"{data['auto_corrected']} / {data['manual']}")
-    summary.add_row("circuit opens", str(data["circuit_opens"]))
-    summary.add_row("validation failures", str(data["validation_failures"]))
     backlog = data["review_backlog"]
-    summary.add_row("review backlog", f"{backlog['pending']} pending, "
-                                      f"{backlog['in_progress']} in progress")
-    out.print(summary)
+    table(("item", "value"), [
+        ("calls", data["totals"]["calls"]),
+        ("appointments", data["totals"]["appointments"]),
+        ("consistency rate", f"{data['consistency_rate_pct']} %"),
+        ("alerts", data["totals"]["alerts"]),
+        *((f"  {severity}", n) for severity, n in data["alerts_by_severity"].items()),
+        ("auto-corrected / manual", f"{data['auto_corrected']} / {data['manual']}"),
+        ("circuit opens", data["circuit_opens"]),
+        ("validation failures", data["validation_failures"]),
+        ("review backlog", f"{backlog['pending']} pending, {backlog['in_progress']} in progress"),
+    ], title=f"consistency report {data['period']['day']}", show_header=False)
     if data["top_issues"]:
-        top = Table("alert type", "count", title="top issues")
-        for item in data["top_issues"]:
-            top.add_row(item["alert_type"], str(item["count"]))
-        out.print(top)
+        table(("alert type", "count"),
+              [(item["alert_type"], item["count"]) for item in data["top_issues"]],
+              title="top issues")
 
 
 @cli.group()
@@ -620,14 +638,15 @@ def retention() -> None:
 @dsn_option
 @click.option("--dry-run", is_flag=True, help="Count what would be archived.")
 @click.option("--older-than", default=None, metavar="DURATION",
-              help="Override retention.alert_days, e.g. 30d.")
-@click.option("--batch", default=10_000, show_default=True, type=click.IntRange(min=1))
+              help="Override retention.alert_days, e.g. 30d (1s to 36500d).")
+@click.option("--batch", default=10_000, show_default=True,
+              type=click.IntRange(min=1, max=1_000_000))
 def retention_run(dsn: str | None, dry_run: bool, older_than: str | None, batch: int) -> None:
     """Move old alerts to alerts_archive, one short transaction per batch."""
-    age = parse_duration(older_than, what="age") if older_than else None
+    age = parse_duration(older_than, durations.AGE) if older_than else None
     with db.connect(db.resolve_dsn(dsn)) as conn:
         n = monitor.archive_alerts(conn, age, batch, dry_run=dry_run)
-    out.print(f"would archive {n} alert(s)" if dry_run else f"archived {n} alert(s)")
+    say(f"would archive {n} alert(s)" if dry_run else f"archived {n} alert(s)")
 
 
 @cli.group()
@@ -637,12 +656,17 @@ def schedule() -> None:
 
 @schedule.command("install")
 @dsn_option
-def schedule_install(dsn: str | None) -> None:
+@json_option
+def schedule_install(dsn: str | None, as_json: bool) -> None:
     """Check every 5 minutes, daily report, nightly retention (needs pg_cron)."""
     with db.connect(db.resolve_dsn(dsn)) as conn:
         jobs = scheduling.install(conn)
+    if as_json:
+        print_json([{"job": name, "schedule": spec, "command": command}
+                    for name, spec, command in jobs])
+        return
     for name, spec, _ in jobs:
-        out.print(f"scheduled {name}: {spec}")
+        say(f"scheduled {name}: {spec}")
 
 
 # --- bench -----------------------------------------------------------------------
@@ -753,23 +777,23 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="consistency", standalone_mode=False)
     except GuardError as exc:
-        err.print(f"error: {exc}", markup=False)
+        output.error(exc)
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "consistency"
-        err.print(f"error: {exc.format_message()} (see {where} --help)", markup=False)
+        output.error(f"{exc.format_message()} (see {where} --help)")
         sys.exit(2)
     except click.ClickException as exc:
-        err.print(f"error: {exc.format_message()}", markup=False)
+        output.error(exc.format_message())
         sys.exit(2)
     except click.exceptions.Abort:
-        err.print("aborted")
+        say("aborted", to_stderr=True)
         sys.exit(130)
     except psycopg.OperationalError as exc:
-        err.print(f"error: database unavailable: {db.describe_error(exc)}", markup=False)
+        output.error(f"database unavailable: {db.describe_error(exc)}")
         sys.exit(2)
     except psycopg.Error as exc:
-        err.print(f"error: database: {db.describe_error(exc)}", markup=False)
+        output.error(f"database: {db.describe_error(exc)}")
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

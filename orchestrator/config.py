@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -20,6 +21,8 @@ class Setting:
     key: str
     value: Any
     kind: str
+    min_value: Decimal
+    max_value: Decimal
     env_var: str | None
     description: str | None
     updated_at: datetime | None

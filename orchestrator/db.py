@@ -1,4 +1,5 @@
-"""Connections: where the DSN comes from, and turning failures into one line."""
+"""Connections: where the DSN comes from, what every session starts with, and
+turning failures into one line that never shows a secret of the DSN."""
 
 from __future__ import annotations
 
@@ -7,12 +8,23 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from urllib.parse import unquote
 
 import psycopg
+from psycopg import sql
 
 from orchestrator.errors import GuardError
 
 _DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[a-z0-9_]+://", re.IGNORECASE)
+
+# Every session of the orchestrator resolves names in pg_catalog only (and
+# its own temporary schema, last): what it calls is schema-qualified, so a
+# function or operator another role created in public is never picked up.
+SEARCH_PATH = "pg_catalog,pg_temp"
+
+REDACTED = "***"
+
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 def resolve_dsn(dsn: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -26,22 +38,108 @@ def resolve_dsn(dsn: str | None = None, env: Mapping[str, str] | None = None) ->
     return _DRIVER_SUFFIX.sub(r"\1://", chosen.strip())
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line, without the DSN (it may hold a password)."""
+@cache
+def _conninfo_keywords() -> frozenset[str]:
+    return frozenset(o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults())
+
+
+_URI_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://)([^@/?#]*)@", re.IGNORECASE)
+_URI_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"""\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S*)""", re.IGNORECASE)
+_QUOTED = re.compile(r'"([^"]*)"')
+_SYNTAX = re.compile(r"[^\w]{0,2}")
+
+
+def _mask_uri(uri: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host``; a password
+    query parameter likewise."""
+    def userinfo(m: re.Match[str]) -> str:
+        user, sep, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}{sep and ':' + REDACTED}@"
+
+    return _URI_PASSWORD_PARAM.sub(r"\1" + REDACTED, _URI_USERINFO.sub(userinfo, uri, count=1))
+
+
+def dsn_secrets(dsn: str) -> set[str]:
+    """Every text of ``dsn`` that may be (part of) a password: the URI's
+    password (raw and decoded), password= values, and in a key=value string
+    every word that is not a key=value pair (an unquoted password with a
+    space in it leaves its tail as such a word)."""
+    found: set[str] = set()
+    m = _URI_USERINFO.match(dsn)
+    if m and ":" in m.group(2):
+        raw = m.group(2).split(":", 1)[1]
+        found |= {raw, unquote(raw)}
+    for m in _URI_PASSWORD_PARAM.finditer(dsn):
+        raw = dsn[m.end(1):m.end()]
+        found |= {raw, unquote(raw)}
+    if "://" not in dsn:
+        for m in _KV_PASSWORD.finditer(dsn):
+            value = m.group(1)
+            found |= {value, value.strip("'")}
+        found |= {w for w in dsn.split() if "=" not in w}
+    return {s for s in found if s}
+
+
+def redact(message: str, dsn: str | None) -> str:
+    """``message`` without any secret of ``dsn``. libpq quotes the part of a
+    connection string it could not parse, which may be a password or the
+    whole URI: in such a message every quoted fragment that is not a
+    connection keyword is masked (a URI keeps everything but its password)."""
+    if not dsn:
+        return message
+    for secret in sorted(dsn_secrets(dsn), key=len, reverse=True):
+        message = message.replace(f'"{secret}"', f'"{REDACTED}"')
+        if len(secret) >= 4:
+            message = message.replace(secret, REDACTED)
+
+    def fragment(m: re.Match[str]) -> str:
+        text = m.group(1)
+        # libpq's own syntax ("=", "]") and connection keywords are not secrets.
+        if text in _conninfo_keywords() or text == REDACTED or _SYNTAX.fullmatch(text):
+            return m.group(0)
+        return f'"{_mask_uri(text)}"' if "://" in text else f'"{REDACTED}"'
+
+    if _is_parse_error(message):
+        message = _QUOTED.sub(fragment, message)
+    return message
+
+
+def _is_parse_error(message: str) -> bool:
+    return any(marker in message for marker in (
+        "connection info string", "in URI", "percent-encoded", "invalid URI",
+        "connection option", "unterminated quoted string"))
+
+
+def describe_error(exc: BaseException, dsn: str | None = None) -> str:
+    """One line, without any secret of ``dsn``."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    return text or exc.__class__.__name__
+    return redact(text, dsn) or exc.__class__.__name__
+
+
+def session_conninfo(dsn: str) -> str:
+    """``dsn`` with ``-c search_path=...`` added to its libpq options (after
+    the DSN's own options, or PGOPTIONS, which an explicit value replaces)."""
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(dsn).get("options")
+    except psycopg.ProgrammingError as exc:
+        raise GuardError(f"invalid connection string: {describe_error(exc, dsn)}") from exc
+    base = given if given is not None else os.environ.get("PGOPTIONS", "")
+    options = f"{base} -c search_path={SEARCH_PATH}".strip()
+    return psycopg.conninfo.make_conninfo(dsn, options=options)
 
 
 def connect(dsn: str, *, autocommit: bool = False, application_name: str = "consistency",
             **kwargs: object) -> psycopg.Connection:
-    """Open a connection or raise GuardError with a one-line reason."""
+    """Open a connection (search_path pinned, see SEARCH_PATH) or raise
+    GuardError with a one-line reason."""
     try:
-        return psycopg.connect(dsn, autocommit=autocommit, application_name=application_name,
-                               **kwargs)
+        return psycopg.connect(session_conninfo(dsn), autocommit=autocommit,
+                               application_name=application_name, **kwargs)
     except psycopg.OperationalError as exc:
-        raise GuardError(f"cannot connect to PostgreSQL: {describe_error(exc)}") from exc
+        raise GuardError(f"cannot connect to PostgreSQL: {describe_error(exc, dsn)}") from exc
     except psycopg.ProgrammingError as exc:  # malformed conninfo / URL
-        raise GuardError(f"invalid connection string: {describe_error(exc)}") from exc
+        raise GuardError(f"invalid connection string: {describe_error(exc, dsn)}") from exc
 
 
 def sql_dir() -> Path:
@@ -69,5 +167,18 @@ def queries() -> dict[str, str]:
     return found
 
 
+def require_bigint(value: int | None, what: str) -> None:
+    """Refuse an id no bigint column can hold (psycopg would send it as a
+    numeric, and the function call would not resolve)."""
+    if value is not None and not BIGINT_MIN <= value <= BIGINT_MAX:
+        raise GuardError(f"{what} is out of range for an id: {value}")
+
+
 def query(name: str) -> str:
     return queries()[name]
+
+
+def compose(name: str, **identifiers: str) -> sql.Composed:
+    """A named query with ``{placeholders}`` filled by quoted identifiers
+    (DDL takes no parameters)."""
+    return sql.SQL(query(name)).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from yoyo import read_migrations
+from yoyo import internalmigrations, read_migrations
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 from yoyo.migrations import Migration, MigrationList
@@ -71,11 +71,21 @@ class MigrateResult:
         return bool(self.migrations_applied or self.definitions_applied or self.settings_changed)
 
 
+# Applied first: other files' SQL-standard bodies call these, and such a body
+# is resolved when it is created.
+FIRST_DEFINITIONS = ("functions/settings.sql", "functions/arguments.sql")
+
+# The guard's roles; created by migration 0003 when the owner may create roles.
+ROLES = ("consistency_app", "consistency_reviewer", "consistency_monitor")
+
+
 def repeatable_definitions(root: Path | None = None) -> list[Definition]:
-    """Functions first (triggers need them), then triggers, then privileges,
-    which must see every object to grant on it."""
+    """Functions first (triggers need them; FIRST_DEFINITIONS before the
+    others), then triggers, then privileges, which must see every object."""
     root = root or db.sql_dir()
-    files = sorted((root / "functions").glob("*.sql")) + sorted((root / "triggers").glob("*.sql"))
+    functions = sorted((root / "functions").glob("*.sql"),
+                       key=lambda f: (str(f.relative_to(root)) not in FIRST_DEFINITIONS, f.name))
+    files = functions + sorted((root / "triggers").glob("*.sql"))
     privileges = root / "privileges.sql"
     if privileges.exists():
         files.append(privileges)
@@ -85,34 +95,149 @@ def repeatable_definitions(root: Path | None = None) -> list[Definition]:
 def _backend(conninfo: str) -> PostgresqlPsycopgBackend:
     class Backend(PostgresqlPsycopgBackend):
         # yoyo wants a URL; we accept any libpq conninfo (or PG* variables),
-        # so the connection is made here rather than from the URL.
+        # so the connection is made here rather than from the URL. yoyo's
+        # init_connection then sets search_path to the guard's schema (after
+        # pg_catalog, which PostgreSQL searches first when it is not named).
         def connect(self, dburi):  # type: ignore[no-untyped-def]
             self.schema = SCHEMA
             return db.connect(conninfo, autocommit=True, application_name="consistency migrate")
 
-    backend = Backend(parse_uri("postgresql+psycopg:///consistency_guard"), MIGRATION_TABLE)
-    backend.init_database()
-    return backend
+    # No init_database(): it would create yoyo's lock table in autocommit.
+    # yoyo's bookkeeping tables are created inside the migrate transaction
+    # instead (see _apply), so a dry run or a failed migrate leaves none.
+    return Backend(parse_uri("postgresql+psycopg:///consistency_guard"), MIGRATION_TABLE)
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Who installs, who owns the guard, and what migrate must do as whom."""
+
+    session_role: str
+    owner: str
+    installed: bool
+    schema_exists: bool
+    create_roles_first: list[str]
+
+    @property
+    def set_role(self) -> bool:
+        return self.owner != self.session_role
+
+
+@dataclass(frozen=True)
+class _InstallFacts:
+    session_role: str
+    calls_owner: str | None
+    appointments_owner: str | None
+    schema_owner: str | None
+    installed: bool
+    missing_roles: list[str]
+    session_creates_roles: bool
+
+
+def check_ownership(conn: psycopg.Connection, owner: str | None, *,
+                    installing: bool) -> Ownership:
+    """Read-only checks before anything is written. The guard's functions run
+    as their owner (SECURITY DEFINER): that owner must be the role that owns
+    calls and appointments, or the tables' owner could make the guard run its
+    own triggers with more rights than it has; and the schema must hold
+    nothing that another role put there. ``installing`` adds the checks of
+    the role that runs migrate (status only reads)."""
+    facts = _InstallFacts(*conn.execute(db.query("install_facts"),
+                                        {"roles": list(ROLES)}).fetchone())
+    expected = _guard_owner(facts, owner)
+    if installing and expected != facts.session_role:
+        _check_set_role(conn, facts.session_role, expected, owner)
+    _check_schema(conn, facts, expected)
+    return Ownership(facts.session_role, expected, facts.installed,
+                     facts.schema_owner is not None,
+                     _roles_to_create(conn, facts, expected) if installing else [])
+
+
+def _guard_owner(facts: _InstallFacts, owner: str | None) -> str:
+    """The owner of calls and appointments; without them, ``--owner``, the
+    installed guard's owner, or whoever runs migrate."""
+    table_owners = {o for o in (facts.calls_owner, facts.appointments_owner) if o is not None}
+    if len(table_owners) > 1:
+        raise GuardError(f"public.calls is owned by {facts.calls_owner} and public.appointments "
+                         f"by {facts.appointments_owner}: the guard needs one role owning both")
+    table_owner = next(iter(table_owners), None)
+    if owner is not None and table_owner is not None and owner != table_owner:
+        raise GuardError(f"--owner {owner}, but public.calls is owned by {table_owner}: "
+                         f"pass --owner {table_owner}")
+    # A schema's owner says who owns the guard only once the guard is in it:
+    # before that, whoever created the schema first would decide.
+    installed_by = facts.schema_owner if facts.installed else None
+    return table_owner or owner or installed_by or facts.session_role
+
+
+def _check_set_role(conn: psycopg.Connection, session_role: str, expected: str,
+                    owner: str | None) -> None:
+    if owner is None:
+        raise GuardError(f"the guard must be owned by {expected}, not by {session_role}: run "
+                         f"migrate as {expected}, or pass --owner {expected} (you must be able "
+                         f"to SET ROLE {expected})")
+    facts = conn.execute(db.query("role_facts"), {"role": expected}).fetchone()
+    if facts is None:
+        raise GuardError(f"--owner {expected}: no such role")
+    if not facts[0]:
+        raise GuardError(f"--owner {expected}: {session_role} cannot SET ROLE {expected} "
+                         f"(GRANT {expected} TO {session_role}, or run migrate as {expected})")
+
+
+def _check_schema(conn: psycopg.Connection, facts: _InstallFacts, expected: str) -> None:
+    if facts.schema_owner is None:
+        return
+    if facts.schema_owner != expected:
+        raise GuardError(f"schema consistency is owned by {facts.schema_owner}, not by "
+                         f"{expected} (the guard's owner): refusing to install into it; check "
+                         f"what it holds, then drop it or ALTER SCHEMA consistency OWNER TO "
+                         f"{expected}")
+    foreign = [r[0] for r in conn.execute(db.query("schema_objects"),
+                                          {"installed": facts.installed})]
+    if foreign:
+        what = ("holds objects of another owner" if facts.installed
+                else "exists and holds objects that are not the guard's")
+        raise GuardError(f"schema consistency {what}: {', '.join(foreign)}; "
+                         "refusing to install beside them")
+
+
+def _roles_to_create(conn: psycopg.Connection, facts: _InstallFacts, expected: str) -> list[str]:
+    """The guard's missing roles that migrate creates as the connecting role
+    before SET ROLE (migration 0003 creates them when the owner may)."""
+    if not facts.missing_roles:
+        return []
+    if expected != facts.session_role and facts.session_creates_roles:
+        return list(facts.missing_roles)
+    owner_creates = (facts.session_creates_roles if expected == facts.session_role else
+                     conn.execute(db.query("role_facts"), {"role": expected}).fetchone()[1])
+    if not owner_creates:
+        statements = " ".join(f"CREATE ROLE {r} NOLOGIN;" for r in facts.missing_roles)
+        raise GuardError(f"roles {', '.join(facts.missing_roles)} do not exist and {expected} "
+                         f"may not create roles: a role with CREATEROLE must create them first "
+                         f"({statements})")
+    return []
 
 
 class _Session:
-    """Holds the migrate lock and a yoyo backend for the duration of a run."""
+    """Reads what is applied (writing nothing) and, for migrate, holds the
+    migrate lock and a yoyo backend for the duration of a run."""
 
-    def __init__(self, dsn: str | None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, dsn: str | None, env: Mapping[str, str] | None = None, *,
+                 lock: bool = True) -> None:
         self.conninfo = db.resolve_dsn(dsn, env)
+        self.lock = lock
         self.lock_conn: psycopg.Connection | None = None
         self.backend: PostgresqlPsycopgBackend | None = None
 
     def __enter__(self) -> _Session:
-        self.lock_conn = db.connect(self.conninfo, autocommit=True,
-                                    application_name="consistency migrate (lock)")
         try:
-            self.lock_conn.execute(db.query("migrate_lock"))
-            self.lock_conn.execute(db.query("create_schema"))
+            if self.lock:
+                self.lock_conn = db.connect(self.conninfo, autocommit=True,
+                                            application_name="consistency migrate (lock)")
+                self.lock_conn.execute(db.query("migrate_lock"))
             self.backend = _backend(self.conninfo)
-            self.backend.ensure_internal_schema_updated()
         except BaseException:
-            self.lock_conn.close()
+            self.__exit__()
             raise
         return self
 
@@ -128,16 +253,14 @@ class _Session:
         return self.backend.connection
 
     def plan(self, upto: str | None = None) -> tuple[MigrationList, MigrationStatus]:
-        assert self.backend is not None
         migrations = read_migrations(str(db.sql_dir() / "migrations"))
         known = {m.hash for m in migrations}
-        applied_hashes = self.backend.get_applied_migration_hashes()
+        applied = self._applied()
         status = MigrationStatus()
-        status.applied = [m.id for m in migrations if m.hash in applied_hashes]
-        status.unknown = _unknown_applied(self.conn, applied_hashes, known)
-        pending = self.backend.to_apply(migrations)
-        if upto is not None:
-            pending = pending.__class__([m for m in pending if m.id <= upto])
+        status.applied = [m.id for m in migrations if m.hash in applied]
+        status.unknown = [mid for h, mid in applied.items() if h not in known]
+        pending = migrations.__class__([m for m in migrations if m.hash not in applied
+                                        and (upto is None or m.id <= upto)])
         status.pending = [m.id for m in pending]
 
         definitions = repeatable_definitions()
@@ -148,6 +271,13 @@ class _Session:
         status.catalog_drift = recorded is not None and recorded != self.fingerprint()
         return pending, status
 
+    def _applied(self) -> dict[str, str]:
+        """Hash -> id of the applied migrations, in the order applied; read
+        without yoyo, which would create its tables to answer."""
+        if not self.conn.execute(db.query("migrations_table_exists")).fetchone()[0]:
+            return {}
+        return dict(self.conn.execute(db.query("applied_migrations")).fetchall())
+
     def fingerprint(self) -> str:
         return self.conn.execute(db.query("definitions_fingerprint")).fetchone()[0]
 
@@ -157,31 +287,29 @@ class _Session:
         return dict(self.conn.execute(db.query("stored_definitions")).fetchall())
 
 
-def _unknown_applied(conn: psycopg.Connection, applied: list[str], known: set[str]) -> list[str]:
-    unknown = [h for h in applied if h not in known]
-    if not unknown:
-        return []
-    rows = conn.execute(
-        f"SELECT migration_id FROM {SCHEMA}.{MIGRATION_TABLE} WHERE migration_hash = ANY(%s)",
-        [unknown],
-    ).fetchall()
-    return [r[0] for r in rows]
-
-
 def status(dsn: str | None = None, env: Mapping[str, str] | None = None) -> MigrationStatus:
-    with _Session(dsn, env) as session:
+    """What is applied and pending. Reads only: on an empty database too, it
+    creates nothing (no schema, no bookkeeping table)."""
+    with _Session(dsn, env, lock=False) as session:
+        check_ownership(session.conn, None, installing=False)
         return session.plan()[1]
 
 
 def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = False,
-            upto: str | None = None, env: Mapping[str, str] | None = None) -> MigrateResult:
+            owner: str | None = None, upto: str | None = None,
+            env: Mapping[str, str] | None = None) -> MigrateResult:
     """Bring the database to "migrations + current definitions".
 
-    ``upto`` stops after the migration with that id and applies no
-    definitions: the state of a database installed by an older release,
-    which the upgrade tests start from.
+    Everything is written in one transaction as ``owner`` (the role owning
+    calls and appointments; SET ROLE when that is not the connecting role).
+    ``dry_run`` runs that same transaction and rolls it back, so it fails
+    exactly where migrate would and leaves nothing behind. ``upto`` stops
+    after the migration with that id and applies no definitions: the state of
+    a database installed by an older release, which the upgrade tests start
+    from.
     """
     with _Session(dsn, env) as session:
+        ownership = check_ownership(session.conn, owner, installing=True)
         pending, plan = session.plan(upto)
         if plan.unknown:
             # graphile-worker's rule: never run older code against a schema
@@ -201,28 +329,47 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
             to_define = [d for d in definitions
                          if d.path in changed or (changed and d.path == "privileges.sql")]
         result = MigrateResult([m.id for m in pending], [d.path for d in to_define], dry_run)
-        if dry_run:
-            return result
-        result.settings_changed = _apply(session, pending, to_define, definitions,
-                                         env if upto is None else {})
+        result.settings_changed = _apply(session, ownership, pending, to_define, definitions,
+                                         env if upto is None else {}, dry_run=dry_run)
         return result
 
 
-def _apply(session: _Session, pending: MigrationList, to_define: list[Definition],
-           definitions: list[Definition], env: Mapping[str, str] | None) -> list[str]:
-    """One transaction: migrations, definitions, settings from the environment.
-    Any error rolls all of it back."""
+def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
+           to_define: list[Definition], definitions: list[Definition],
+           env: Mapping[str, str] | None, *, dry_run: bool) -> list[str]:
+    """One transaction: the schema and the roles if missing, yoyo's tables,
+    migrations, definitions, settings from the environment. Any error rolls
+    all of it back; so does ``dry_run`` at the end."""
     backend = session.backend
     assert backend is not None
     conn = session.conn
-    with backend.transaction():
+    with backend.transaction(rollback_on_exit=dry_run):
+        # Done as the connecting role: it may create roles, or the schema,
+        # where the owner may not. Nothing here runs the application's code.
+        steps = [(f"creating role {role}", db.compose("create_role", role=role))
+                 for role in ownership.create_roles_first]
+        if not ownership.schema_exists:
+            steps.append((f"creating schema consistency for {ownership.owner}",
+                          db.compose("create_schema", owner=ownership.owner)))
+        if ownership.set_role:
+            steps.append((f"SET ROLE {ownership.owner}",
+                          db.compose("set_local_role", role=ownership.owner)))
+        for label, step in steps:
+            try:
+                conn.execute(step)
+            except psycopg.Error as exc:
+                raise GuardError(f"{label}: {db.describe_error(exc)}") from exc
+        if internalmigrations.needs_upgrading(backend):
+            internalmigrations.upgrade(backend)
+        backend._internal_schema_updated = True
         for migration in pending:
             _run_sql_file(conn, Path(migration.path), migration.id)
             backend.log_migration(migration, "apply")
             backend.mark_one(migration, log=False)
-        # Definition files reference each other in any order (a SQL function
-        # may call one defined in a later file); like pg_dump, defer body
-        # checks. plpgsql_check in the test suite checks every body.
+        # Definition files reference each other in any order (a PL/pgSQL
+        # function may call one defined in a later file); like pg_dump, defer
+        # body checks. plpgsql_check in the test suite checks every body.
+        # (SQL-standard bodies are resolved regardless: FIRST_DEFINITIONS.)
         if to_define:
             conn.execute("SET LOCAL check_function_bodies = off")
         for definition in to_define:

@@ -8,7 +8,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -26,6 +26,8 @@ class RuleResult:
     found: int
     corrected: int
     alerted: int
+    # Corrections (or the rule's detection) that failed; the run went on.
+    failed: int = 0
 
     @property
     def remaining(self) -> int:
@@ -38,14 +40,21 @@ class CheckReport:
     run_id: int
     duration_ms: float
     waited_ms: float
+    # "rule, entity: error" for each failure the run recorded (the first few).
+    failures: list[str] = field(default_factory=list)
 
     @property
     def critical_remaining(self) -> int:
         return sum(r.remaining for r in self.rules if r.severity == "critical")
 
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.rules)
+
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "duration_ms": self.duration_ms,
                 "waited_ms": self.waited_ms, "critical_remaining": self.critical_remaining,
+                "failed": self.failed, "failures": self.failures,
                 "rules": [vars(r) for r in self.rules]}
 
 
@@ -53,9 +62,18 @@ def run_check(conn: psycopg.Connection, window: timedelta | None = None) -> Chec
     """Run every rule once, commit, and return what was found and done."""
     with conn.transaction():
         rows = conn.execute(db.query("run_check"), {"window": window}).fetchall()
-        run_id, _, duration_ms, waited_ms = conn.execute(db.query("last_check_run")).fetchone()
-    return CheckReport([RuleResult(*row) for row in rows], run_id, float(duration_ms or 0),
-                       float(waited_ms or 0))
+        run_id, _, duration_ms, waited_ms, rules = conn.execute(
+            db.query("last_check_run")).fetchone()
+    results, failures = [], []
+    for rule, severity, found, corrected, alerted in rows:
+        recorded = (rules or {}).get(rule, {})
+        results.append(RuleResult(rule, severity, found, corrected, alerted,
+                                  int(recorded.get("failed", 0))))
+        failures += [f"{rule}, {e.get('entity_type')} {e.get('entity_id')}: {e.get('error')}"
+                     if e.get("entity_id") is not None else f"{rule}: {e.get('error')}"
+                     for e in recorded.get("errors", [])]
+    return CheckReport(results, run_id, float(duration_ms or 0), float(waited_ms or 0),
+                       failures)
 
 
 def daily_report(conn: psycopg.Connection, day: date | None = None) -> dict[str, Any]:
@@ -87,28 +105,35 @@ def check_loop(dsn: str, every: timedelta, stop: threading.Event,
                window: timedelta | None = None,
                on_result: Callable[[CheckReport], None] | None = None,
                max_backoff: float = 30.0) -> int:
-    """Run the check every ``every`` until ``stop`` is set. A lost database
-    (restart, failover) is reconnected with exponential backoff and jitter;
-    the loop never dies of it. Returns the number of completed runs."""
+    """Run the check every ``every`` until ``stop`` is set. No database error
+    ends the loop: a lost database (restart, failover) is reconnected, and any
+    other error (a failing run, a function dropped by hand, a timeout) is
+    logged; both are retried with exponential backoff and jitter, capped at
+    ``max_backoff`` seconds and at ``every``. Returns the number of completed
+    runs."""
     runs, failures = 0, 0
     conn: psycopg.Connection | None = None
     while not stop.is_set():
         try:
             if conn is None or conn.closed:
-                conn = psycopg.connect(dsn, application_name="consistency check --every")
+                conn = psycopg.connect(db.session_conninfo(dsn),
+                                       application_name="consistency check --every")
             report = run_check(conn, window)
             runs, failures = runs + 1, 0
             if on_result is not None:
                 on_result(report)
             wait = every.total_seconds()
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
             failures += 1
-            if conn is not None:
+            lost = isinstance(exc, psycopg.OperationalError) or conn is None or conn.broken
+            if lost and conn is not None:
                 conn.close()
-            conn = None
-            wait = min(max_backoff, 0.5 * 2 ** (failures - 1)) * (1 + random.random() / 10)
-            log.warning("database unavailable (%s); retrying in %.1fs", db.describe_error(exc),
-                        wait)
+                conn = None
+            wait = min(max_backoff, every.total_seconds(),
+                       0.5 * 2 ** (failures - 1)) * (1 + random.random() / 10)
+            log.warning("%s (%s); retrying in %.1fs",
+                        "database unavailable" if lost else "check failed",
+                        db.describe_error(exc, dsn), wait)
         stop.wait(wait)
     if conn is not None:
         conn.close()

@@ -55,6 +55,7 @@ def list_items(conn: psycopg.Connection, status: str | None = None,
 def enqueue(conn: psycopg.Connection, call_id: int, reason: str,
             context: dict[str, Any] | None = None, priority: int | None = None,
             actor: str = "system") -> int:
+    db.require_bigint(call_id, "call_id")
     try:
         row = conn.execute(db.query("review_enqueue"),
                            {"call_id": call_id, "reason": reason,
@@ -76,6 +77,7 @@ def claim(conn: psycopg.Connection, reviewer: str) -> ReviewItem | None:
 
 def resolve(conn: psycopg.Connection, item_id: int, reviewer: str, status: str,
             notes: str | None) -> ReviewItem:
+    db.require_bigint(item_id, "review item id")
     try:
         row = conn.execute(db.query("review_resolve"),
                            {"id": item_id, "reviewer": reviewer, "status": status,

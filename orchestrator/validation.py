@@ -54,8 +54,10 @@ def _message(exc: psycopg.Error) -> str:
 
 def validate_booking(conn: psycopg.Connection, call_id: int, appointment_id: int | None = None,
                      external_booking_id: str | None = None) -> ValidationResult:
-    """Run the validation cascade; bad input (unknown call, non-positive ids)
-    raises GuardError. Writes nothing."""
+    """Run the validation cascade; bad input (unknown call, an id beyond
+    bigint) raises GuardError. Writes nothing."""
+    db.require_bigint(call_id, "call_id")
+    db.require_bigint(appointment_id, "appointment_id")
     params = {"call_id": call_id, "appointment_id": appointment_id,
               "external_booking_id": external_booking_id}
     try:
@@ -76,6 +78,8 @@ def rollback_booking(conn: psycopg.Connection, call_id: int, reason: str, *,
     transient errors (serialization failure, deadlock, lost connection) are
     retried first.
     """
+
+    db.require_bigint(call_id, "call_id")
 
     def attempt() -> int:
         with conn.transaction():

@@ -5,20 +5,41 @@
 --   consistency_monitor   reads state for metrics and dashboards
 -- No role but the owner can change alerts or the audit log.
 
+-- Nobody but the owner creates objects in the guard's schema: an object
+-- another role put there could stand in for one the guard's functions call.
 REVOKE ALL ON SCHEMA consistency FROM PUBLIC;
+DO $schema$
+DECLARE
+    v_grantee text;
+BEGIN
+    FOR v_grantee IN
+        SELECT pg_catalog.quote_ident(r.rolname)
+          FROM pg_catalog.pg_namespace n
+         CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) x
+          JOIN pg_catalog.pg_roles r ON r.oid = x.grantee
+         WHERE n.nspname = 'consistency' AND x.privilege_type = 'CREATE'
+           AND x.grantee <> n.nspowner
+    LOOP
+        EXECUTE format('REVOKE CREATE ON SCHEMA consistency FROM %s', v_grantee);
+    END LOOP;
+END
+$schema$;
 GRANT USAGE ON SCHEMA consistency TO consistency_app, consistency_reviewer, consistency_monitor;
 
 REVOKE ALL ON ALL TABLES IN SCHEMA consistency
     FROM PUBLIC, consistency_app, consistency_reviewer, consistency_monitor;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA consistency
     FROM PUBLIC, consistency_app, consistency_reviewer, consistency_monitor;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA consistency
+-- ROUTINES: functions and procedures (ALL FUNCTIONS skips procedures).
+REVOKE ALL ON ALL ROUTINES IN SCHEMA consistency
     FROM PUBLIC, consistency_app, consistency_reviewer, consistency_monitor;
+REVOKE ALL ON PROCEDURE consistency.archive_alerts_all(interval, int) FROM PUBLIC;
 
 -- Read helpers every role may call (settings are not secret).
 GRANT SELECT ON consistency.settings TO consistency_app, consistency_reviewer, consistency_monitor;
 GRANT EXECUTE ON FUNCTION
     consistency.now(),
+    consistency._fake_now(),  -- inlined into now(): its callers need it too
     consistency.setting(text),
     consistency.setting_int(text),
     consistency.setting_numeric(text),
@@ -29,7 +50,50 @@ GRANT EXECUTE ON FUNCTION
 -- The application: its own tables. The guard's trigger functions run as the
 -- owner (SECURITY DEFINER), so writers need no right in schema consistency
 -- and no role but the owner raises alerts directly.
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.calls, public.appointments TO consistency_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.appointments TO consistency_app;
+GRANT SELECT, INSERT, DELETE ON public.calls TO consistency_app;
+
+-- calls.active_appointment_count is written by the guard (as the owner)
+-- alone. A role with UPDATE on calls could otherwise write it from a
+-- trigger of its own, at a depth where the counter guard lets consistent-
+-- looking rows through. So UPDATE on calls is granted column by column,
+-- every column but the counter, to consistency_app and to every other role
+-- that holds UPDATE on the table: a column added later needs this file
+-- again (`consistency migrate` sees the change and re-applies it).
+DO $counter$
+DECLARE
+    v_columns text;
+    v_grantee text;
+BEGIN
+    SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_columns
+      FROM pg_catalog.pg_attribute a
+     WHERE a.attrelid = 'public.calls'::pg_catalog.regclass AND a.attnum > 0
+       AND NOT a.attisdropped AND a.attname <> 'active_appointment_count';
+    FOR v_grantee IN
+        SELECT 'consistency_app'
+        UNION
+        SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC'
+                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(x.grantee)) END
+          FROM pg_catalog.pg_class c
+         CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) x
+         WHERE c.oid = 'public.calls'::pg_catalog.regclass AND x.privilege_type = 'UPDATE'
+           AND x.grantee <> c.relowner
+        UNION
+        SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC'
+                    ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(x.grantee)) END
+          FROM pg_catalog.pg_attribute a
+         CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
+          JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+         WHERE a.attrelid = 'public.calls'::pg_catalog.regclass
+           AND a.attname = 'active_appointment_count' AND x.privilege_type = 'UPDATE'
+           AND x.grantee <> c.relowner
+    LOOP
+        -- Revoking the table's UPDATE revokes every column's too.
+        EXECUTE format('REVOKE UPDATE ON public.calls FROM %s', v_grantee);
+        EXECUTE format('GRANT UPDATE (%s) ON public.calls TO %s', v_columns, v_grantee);
+    END LOOP;
+END
+$counter$;
 DO $grants$
 DECLARE
     v_seq text;

@@ -5,7 +5,7 @@ SELECT rule, severity, found, corrected, alerted
   FROM consistency.run_check(%(window)s::interval)
 
 -- name: last_check_run --
-SELECT id, started_at, duration_ms, waited_ms
+SELECT id, started_at, duration_ms, waited_ms, rules
   FROM consistency.check_runs
  ORDER BY id DESC
  LIMIT 1

@@ -74,10 +74,11 @@ END
 $$;
 
 -- How long the same (alert_type, entity) stays quiet after an alert.
+-- (SQL-standard body: resolved when created, inlined where it is called.)
 CREATE OR REPLACE FUNCTION consistency._throttle_window()
 RETURNS interval
 LANGUAGE sql STABLE
-AS $$ SELECT make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes')) $$;
+RETURN make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes'));
 
 CREATE OR REPLACE FUNCTION consistency._insert_alert(
     p_alert_type     text,
@@ -97,14 +98,14 @@ AS $$
                                       p_detected_at)
 $$;
 
--- The argument checks of raise_alert and _raise_alerts (builtins only: no
--- search_path to pin, and no SET clause to pay for on every alert).
+-- The argument checks of raise_alert and _raise_alerts.
 CREATE OR REPLACE FUNCTION consistency._check_alert(
     p_alert_type  text,
     p_severity    text,
     p_entity_type text)
 RETURNS void
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF coalesce(btrim(p_alert_type), '') = '' THEN

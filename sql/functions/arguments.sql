@@ -1,9 +1,12 @@
 -- Argument checks shared by the public API: one wording, one error code
--- (22023 invalid_parameter_value) for every refused argument.
+-- (22023 invalid_parameter_value) for every refused argument. They refuse
+-- what cannot exist (no id, an empty text), never a value a row may hold: a
+-- writer may insert a call with id -5, and the guard must still act on it.
 
 CREATE OR REPLACE FUNCTION consistency._require_text(p_value text, p_what text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF coalesce(btrim(p_value), '') = '' THEN
@@ -15,11 +18,11 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._require_id(p_value bigint, p_what text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_value IS NULL OR p_value <= 0 THEN
-        RAISE EXCEPTION '% must be a positive id, got %', p_what, coalesce(p_value::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', p_what USING ERRCODE = 'invalid_parameter_value';
     END IF;
 END
 $$;

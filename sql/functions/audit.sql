@@ -25,6 +25,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._audit_log_refuse_change()
 RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RAISE EXCEPTION 'consistency.audit_log is append-only: % is not allowed', TG_OP

@@ -18,12 +18,17 @@
 -- Time comes from consistency.now() so tests move it with
 -- SET consistency.fake_now. Alerts carry entity_type 'circuit' and, since
 -- alerts.entity_id is a bigint and keys are text, entity_id =
--- hashtextextended(key, 0) (stable across releases: hash partitioning
--- depends on it); the key itself is in the alert's metadata.
+-- hashtextextended(family, 0) (stable across releases: hash partitioning
+-- depends on it), where the family is the key up to its last ':'
+-- (_circuit_family). The throttle of raise_alert is per entity, so circuit
+-- alerts are throttled per family: a caller inventing keys cannot flood the
+-- outbox. The key, the family and how many of its circuits are not closed
+-- are in the alert's metadata.
 
 CREATE OR REPLACE FUNCTION consistency._circuit_check_key(p_key text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     -- 500 characters keep a key (up to 2000 bytes) below the btree tuple
@@ -38,16 +43,22 @@ BEGIN
 END
 $$;
 
--- PL/pgSQL rather than SQL: this file is applied before settings.sql, and
--- a SQL function's body is checked against existing functions at creation.
 CREATE OR REPLACE FUNCTION consistency._circuit_seconds(p_key text)
 RETURNS interval
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN make_interval(secs => consistency.setting_numeric(p_key)::double precision);
 END
 $$;
+
+-- 'appointment_booking:service:17' -> 'appointment_booking:service'; a key
+-- without ':' is its own family.
+CREATE OR REPLACE FUNCTION consistency._circuit_family(p_key text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN strpos(p_key, ':') = 0 THEN p_key ELSE regexp_replace(p_key, ':[^:]*$', '') END;
 
 -- Every transition: one event row, one NOTIFY (delivered on commit, a hint;
 -- the event row is the truth), and an alert for the transitions people act on.
@@ -66,6 +77,7 @@ DECLARE
     v_now      timestamptz := consistency.now();
     v_id       bigint;
     v_metadata jsonb;
+    v_family   text := consistency._circuit_family(p_key);
 BEGIN
     INSERT INTO consistency.circuit_breaker_events (circuit_key, from_state, to_state, reason, actor, at)
     VALUES (p_key, p_from, p_to, p_reason, p_actor, v_now)
@@ -77,22 +89,27 @@ BEGIN
 
     v_metadata := coalesce(p_metadata, '{}')
                   || jsonb_build_object('circuit_key', p_key, 'from_state', p_from,
-                                        'to_state', p_to, 'event_id', v_id)
+                                        'to_state', p_to, 'event_id', v_id, 'family', v_family,
+                                        'family_not_closed',
+                                        (SELECT count(*) FROM consistency.circuit_breaker_states s
+                                          WHERE starts_with(s.circuit_key, v_family)
+                                            AND consistency._circuit_family(s.circuit_key) = v_family
+                                            AND s.state IN ('open', 'half_open', 'forced_open')))
                   || CASE WHEN p_actor IS NULL THEN '{}'::jsonb
                           ELSE jsonb_build_object('actor', p_actor) END;
     IF p_to IN ('open', 'forced_open') THEN
         PERFORM consistency.raise_alert('circuit_opened', 'critical', 'circuit',
-                                        hashtextextended(p_key, 0),
+                                        hashtextextended(v_family, 0),
                                         format('circuit %s opened: %s', p_key, p_reason), v_metadata);
     ELSIF p_to = 'closed' THEN
         PERFORM consistency.raise_alert('circuit_closed', 'info', 'circuit',
-                                        hashtextextended(p_key, 0),
+                                        hashtextextended(v_family, 0),
                                         format('circuit %s closed: %s', p_key, p_reason), v_metadata);
     ELSIF p_to = 'disabled' THEN
         -- Not in the contract's list, but a breaker switched off leaves the
         -- calendar unprotected: somebody should know.
         PERFORM consistency.raise_alert('circuit_disabled', 'warning', 'circuit',
-                                        hashtextextended(p_key, 0),
+                                        hashtextextended(v_family, 0),
                                         format('circuit %s disabled: %s', p_key, p_reason), v_metadata);
     END IF;
     RETURN v_id;

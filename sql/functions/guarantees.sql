@@ -193,29 +193,26 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._recheck_outcome(p_call_ids bigint[])
 RETURNS void
 LANGUAGE sql VOLATILE
-AS $$
-    UPDATE public.calls SET session_outcome = session_outcome WHERE id = ANY (p_call_ids)
-$$;
+BEGIN ATOMIC
+    UPDATE public.calls SET session_outcome = session_outcome WHERE id = ANY (p_call_ids);
+END;
 
 -- G3: one alert per call that lost its last active appointment in a
 -- statement, raised for all of them at once by the sync functions above;
 -- appointment_id is the (highest) appointment that left, and
 -- appointments_removed how many left the call in that statement. Plain SQL
--- expressions, inlined into the sync's query.
+-- expressions, inlined into the sync's query (SQL-standard bodies: resolved
+-- when created, so inlining needs no search_path of the caller).
 CREATE OR REPLACE FUNCTION consistency._unlinked_text(p_call_id bigint, p_appointment_id bigint)
 RETURNS text
 LANGUAGE sql STABLE
-AS $$
-    SELECT format('call %s lost its last active appointment (%s); link status set to cancelled',
-                  p_call_id, p_appointment_id)
-$$;
+RETURN format('call %s lost its last active appointment (%s); link status set to cancelled',
+              p_call_id, p_appointment_id);
 
 CREATE OR REPLACE FUNCTION consistency._unlinked_metadata(p_appointment_id bigint, p_removed integer)
 RETURNS jsonb
 LANGUAGE sql STABLE
-AS $$
-    SELECT jsonb_build_object('appointment_id', p_appointment_id, 'appointments_removed', p_removed)
-$$;
+RETURN jsonb_build_object('appointment_id', p_appointment_id, 'appointments_removed', p_removed);
 
 -- TRUNCATE has no transition table: recount everything.
 CREATE OR REPLACE FUNCTION consistency._link_sync_truncate()
@@ -358,6 +355,7 @@ CREATE OR REPLACE FUNCTION consistency._call_rule_alert(
     p_description text, p_metadata jsonb)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_op <> 'INSERT' THEN
@@ -412,6 +410,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._resync(p_call_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
@@ -481,6 +480,7 @@ COMMENT ON FUNCTION consistency.resync_calls(bigint[]) IS
 CREATE OR REPLACE FUNCTION consistency.violations()
 RETURNS TABLE (call_id bigint, rule text, expected text, actual text)
 LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
     WITH t AS (
         SELECT c.id, c.appointment_link_status, c.appointment_made, c.active_appointment_count,

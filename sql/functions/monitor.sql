@@ -3,6 +3,12 @@
 -- definition of each rule. "Active" appointment: deleted_at IS NULL AND
 -- status <> 'cancelled'. Truth is always the appointments table, never the
 -- guard's own counter: the monitor exists for the writes that bypassed it.
+--
+-- The rules have SQL-standard bodies (BEGIN ATOMIC): parsed when migrate
+-- creates them, so no caller's search_path changes what they call, and still
+-- inlined into their caller (a SET search_path clause would prevent that).
+-- Like a view, such a body depends on the columns it reads: PostgreSQL
+-- refuses to drop one of them or change its type while the guard is there.
 
 -- Rules take "now" as a parameter: consistency.now() is volatile, and a
 -- volatile call would keep the planner from inlining the rule into its
@@ -26,7 +32,7 @@ RETURNS TABLE (call_id bigint, created_at timestamptz, appointment_made boolean,
                appointment_link_status text, active_appointment_count integer,
                active_appointments integer)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT c.id, c.created_at, c.appointment_made, c.appointment_link_status,
            c.active_appointment_count, t.n
       FROM public.calls c
@@ -45,8 +51,8 @@ AS $$
                     AND a.status <> 'cancelled'
                   GROUP BY a.call_id) t ON t.call_id = c.id
      WHERE p_bulk
-       AND c.created_at >= p_since
-$$;
+       AND c.created_at >= p_since;
+END;
 
 -- The verdict, defined once for run_check and check_call:
 --   missing_appointment: a booking that never produced an appointment. Either
@@ -60,14 +66,16 @@ CREATE OR REPLACE FUNCTION consistency._rule_link(
     p_since timestamptz, p_now timestamptz, p_bulk boolean)
 RETURNS TABLE (call_id bigint, rule text, detail jsonb)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT v.call_id, v.rule,
            CASE v.rule
                WHEN 'missing_appointment' THEN
                    jsonb_build_object('appointment_link_status', v.appointment_link_status,
                                       'appointment_made', v.appointment_made,
                                       'age_seconds',
-                                      round(extract(epoch FROM p_now - v.created_at)),
+                                      CASE WHEN isfinite(v.created_at)
+                                           THEN round(extract(epoch FROM p_now - v.created_at))
+                                      END,
                                       'max_age_seconds',
                                       (SELECT consistency.setting_int(
                                                   'validation.max_appointment_age_seconds')))
@@ -92,8 +100,8 @@ AS $$
                        THEN 'inconsistent_link_status'
                    END AS rule
               FROM consistency._link_state(p_since, p_bulk) s) v
-     WHERE v.rule IS NOT NULL
-$$;
+     WHERE v.rule IS NOT NULL;
+END;
 
 -- session_outcome_mismatch: the agent said "booked" but nothing was made,
 -- and the call is not in a state that explains it.
@@ -101,37 +109,37 @@ CREATE OR REPLACE FUNCTION consistency._rule_session_outcome_mismatch(
     p_since timestamptz, p_now timestamptz)
 RETURNS TABLE (call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT c.id, jsonb_build_object('session_outcome', c.session_outcome,
                                     'appointment_link_status', c.appointment_link_status)
       FROM public.calls c
      WHERE c.created_at >= p_since
        AND c.session_outcome IN ('appointment_booked', 'appointment_rescheduled')
        AND NOT c.appointment_made
-       AND c.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed')
-$$;
+       AND c.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed');
+END;
 
 CREATE OR REPLACE FUNCTION consistency._rule_missing_direction(
     p_since timestamptz, p_now timestamptz)
 RETURNS TABLE (call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT c.id, jsonb_build_object('direction', c.direction)
       FROM public.calls c
      WHERE c.created_at >= p_since
-       AND (c.direction IS NULL OR c.direction = '')
-$$;
+       AND (c.direction IS NULL OR c.direction = '');
+END;
 
 CREATE OR REPLACE FUNCTION consistency._rule_recent_failure(
     p_since timestamptz, p_now timestamptz)
 RETURNS TABLE (call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT c.id, jsonb_build_object('booking_failure_reason', c.booking_failure_reason)
       FROM public.calls c
      WHERE c.created_at >= p_since
-       AND c.booking_failed
-$$;
+       AND c.booking_failed;
+END;
 
 -- orphaned_appointment: a voice-agent appointment that lost its call, with
 -- the call it can be re-attached to (the one call with the same
@@ -139,7 +147,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._rule_orphaned_appointment(p_since timestamptz)
 RETURNS TABLE (appointment_id bigint, match_call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT a.id,
            CASE WHEN m.n = 1 THEN m.call_id END,
            jsonb_build_object('external_booking_id', a.external_booking_id,
@@ -151,14 +159,130 @@ AS $$
      WHERE a.call_id IS NULL
        AND a.source = 'voice_agent'
        AND a.deleted_at IS NULL
-       AND a.created_at >= p_since
-$$;
+       AND a.created_at >= p_since;
+END;
 
 -- Milliseconds since p_from (wall clock), for the per-rule timings of a run.
 CREATE OR REPLACE FUNCTION consistency._ms_since(p_from timestamptz)
 RETURNS numeric
 LANGUAGE sql VOLATILE
-AS $$ SELECT round(extract(epoch FROM clock_timestamp() - p_from)::numeric * 1000, 3) $$;
+RETURN round(extract(epoch FROM clock_timestamp() - p_from)::numeric * 1000, 3);
+
+-- A correction run_check could not make, recorded where a person looks: an
+-- alert (the rule's severity) and an entry of the run's errors.
+CREATE OR REPLACE FUNCTION consistency._check_failure(
+    p_rule text, p_severity text, p_entity_type text, p_entity_id bigint,
+    p_sqlstate text, p_message text)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    -- An application's trigger may raise anything: kept bounded.
+    v_message text := left(p_message, 500);
+BEGIN
+    IF p_entity_id IS NULL THEN
+        -- The rule itself failed (its detection): one alert per rule and window.
+        PERFORM consistency.raise_alert(
+            'check_rule_failed', 'critical', 'system', hashtextextended(p_rule, 0),
+            format('consistency check rule %s failed: %s', p_rule, v_message),
+            jsonb_build_object('rule', p_rule, 'sqlstate', p_sqlstate, 'error', v_message));
+    ELSE
+        PERFORM consistency.raise_alert(
+            'check_correction_failed', p_severity, p_entity_type, p_entity_id,
+            format('consistency check could not correct %s %s (%s): %s',
+                   p_entity_type, p_entity_id, p_rule, v_message),
+            jsonb_build_object('rule', p_rule, 'sqlstate', p_sqlstate, 'error', v_message));
+    END IF;
+    RETURN jsonb_build_object('entity_type', p_entity_type, 'entity_id', p_entity_id,
+                              'sqlstate', p_sqlstate, 'error', v_message);
+END
+$$;
+
+-- One correction of run_check over a set of entities: p_sql (one statement
+-- yielding one number, what it corrected; the entities' ids as $1, p_args
+-- beside them as $2) for all of them at once, in a subtransaction. Only when
+-- that fails (a constraint or trigger of the application refusing one row,
+-- say) is each entity tried again on its own, each in its own
+-- subtransaction, and each failure recorded (_check_failure): one row the
+-- correction cannot handle costs only itself, and the run goes on. The
+-- common case pays one subtransaction per correction, not one per row.
+CREATE OR REPLACE FUNCTION consistency._check_step(
+    p_rule text, p_severity text, p_entity_type text, p_sql text,
+    p_ids bigint[], p_args bigint[] DEFAULT NULL,
+    OUT done bigint, OUT failed_ids bigint[], OUT errors jsonb)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_n bigint;
+BEGIN
+    done := 0;
+    failed_ids := '{}';
+    errors := '[]';
+    IF coalesce(cardinality(p_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
+    BEGIN
+        EXECUTE p_sql INTO done USING p_ids, p_args;
+        done := coalesce(done, 0);
+        RETURN;
+    EXCEPTION WHEN OTHERS THEN
+        done := 0;  -- rolled back: one entity at a time below
+    END;
+    FOR i IN 1 .. cardinality(p_ids) LOOP
+        BEGIN
+            EXECUTE p_sql INTO v_n USING ARRAY[p_ids[i]], p_args[i:i];
+            done := done + coalesce(v_n, 0);
+        EXCEPTION WHEN OTHERS THEN
+            failed_ids := failed_ids || p_ids[i];
+            errors := errors || consistency._check_failure(p_rule, p_severity, p_entity_type,
+                                                           p_ids[i], SQLSTATE, SQLERRM);
+        END;
+    END LOOP;
+END
+$$;
+
+-- missing_appointment's correction for a set of calls. A phantom booking
+-- usually comes with a drifted counter (the write that made it bypassed the
+-- triggers); the call-side rules trust the counter, so it is repaired first,
+-- or the rollback would be "corrected" back to linked. resync_calls locks
+-- these calls (waiting for any writer of their appointments) and recounts
+-- with a snapshot taken after the locks: an appointment committed since
+-- detection now shows, and that call is no phantom booking. Only calls still
+-- without one are rolled back. Returns how many were.
+CREATE OR REPLACE FUNCTION consistency._rollback_missing(p_call_ids bigint[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rolled_back bigint;
+BEGIN
+    PERFORM consistency.resync_calls(p_call_ids);
+    SELECT count(consistency.rollback_booking(
+               c.id, 'consistency check: booking without an active appointment',
+               'consistency monitor'))
+      INTO v_rolled_back
+      FROM (SELECT c.id FROM public.calls c
+             WHERE c.id = ANY (p_call_ids) AND c.active_appointment_count = 0
+             ORDER BY c.id) c;
+    RETURN v_rolled_back;
+END
+$$;
+
+-- One run_check rule's entry of check_runs.rules.
+CREATE OR REPLACE FUNCTION consistency._check_rule_entry(
+    p_severity text, p_found bigint, p_corrected bigint, p_alerted bigint, p_errors jsonb,
+    p_started timestamptz)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+RETURN jsonb_build_object('severity', p_severity, 'found', p_found, 'corrected', p_corrected,
+                          'alerted', p_alerted, 'failed', jsonb_array_length(p_errors),
+                          'errors', (SELECT coalesce(jsonb_agg(e), '[]') FROM
+                                        (SELECT e FROM jsonb_array_elements(p_errors) AS e
+                                          LIMIT 10) x),
+                          'ms', consistency._ms_since(p_started));
 
 CREATE OR REPLACE FUNCTION consistency.run_check(p_window interval DEFAULT NULL)
 RETURNS TABLE (rule text, severity text, found int, corrected int, alerted int)
@@ -181,18 +305,20 @@ DECLARE
     v_since     timestamptz;
     v_waited    numeric;
     v_ids       bigint[];
+    v_targets   bigint[];
     v_missing   bigint[];
     v_bulk_from bigint;
     v_bulk      boolean;
     v_step      timestamptz;
     v_detect_ms numeric;
     v_found     int;
-    v_corrected int;
     v_alerted   int;
+    v_errors    jsonb;
+    v_act       record;
     v_rules     jsonb := '{}';
 BEGIN
-    IF v_window <= interval '0' THEN
-        RAISE EXCEPTION 'window must be positive, got %', v_window
+    IF v_window <= interval '0' OR v_window > interval '36500 days' THEN
+        RAISE EXCEPTION 'window must be positive and at most 36500 days, got %', v_window
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     v_since := v_now - v_window;
@@ -205,42 +331,63 @@ BEGIN
         RAISE NOTICE 'waited % ms for a concurrent consistency check', v_waited;
     END IF;
 
+    -- No row may stop the run: a rule whose detection fails is recorded and
+    -- skipped (the block below each detection), and a correction that fails
+    -- for some rows is recorded for those rows only (_check_step).
     -- Each rule's entry records its wall time ("ms"); the two link rules share
     -- one detection pass, recorded in both as "detect_ms" with its "path".
+
     -- missing_direction: fixed in place.
     v_step := clock_timestamp();
-    WITH fixed AS (
-        UPDATE public.calls c SET direction = 'inbound'
-          FROM consistency._rule_missing_direction(v_since, v_now) r
-         WHERE c.id = r.call_id
-        RETURNING c.id)
-    SELECT count(*) INTO v_found FROM fixed;
-    v_rules := v_rules || jsonb_build_object('missing_direction', jsonb_build_object(
-        'severity', 'warning', 'found', v_found, 'corrected', v_found, 'alerted', 0,
-        'ms', consistency._ms_since(v_step)));
+    v_errors := '[]';
+    BEGIN
+        SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_ids
+          FROM consistency._rule_missing_direction(v_since, v_now) r;
+    EXCEPTION WHEN OTHERS THEN
+        v_ids := NULL;
+        v_errors := jsonb_build_array(consistency._check_failure(
+            'missing_direction', 'warning', 'call', NULL, SQLSTATE, SQLERRM));
+    END;
+    v_act := consistency._check_step('missing_direction', 'warning', 'call', $q$
+        WITH fixed AS (
+            UPDATE public.calls c SET direction = 'inbound'
+             WHERE c.id = ANY ($1) AND (c.direction IS NULL OR c.direction = '')
+            RETURNING 1)
+        SELECT count(*) FROM fixed $q$, v_ids);
+    v_rules := v_rules || jsonb_build_object('missing_direction', consistency._check_rule_entry(
+        'warning', coalesce(cardinality(v_ids), 0), v_act.done, 0, v_errors || v_act.errors,
+        v_step));
 
     -- orphaned_appointment: re-attach to the one matching call (the link
     -- triggers then update that call); alert about the rest.
     v_step := clock_timestamp();
-    WITH orphans AS MATERIALIZED (
-        SELECT * FROM consistency._rule_orphaned_appointment(v_since)
-    ), linked AS (
-        UPDATE public.appointments a SET call_id = o.match_call_id
-          FROM orphans o
-         WHERE a.id = o.appointment_id AND o.match_call_id IS NOT NULL
-        RETURNING a.id
-    ), alerted AS (
-        SELECT consistency.raise_alert('orphaned_appointment', 'warning', 'appointment',
-                   o.appointment_id, 'voice-agent appointment has no call and no unique match',
-                   o.detail) AS alert_id
-          FROM orphans o WHERE o.match_call_id IS NULL
-    )
-    SELECT (SELECT count(*) FROM orphans), (SELECT count(*) FROM linked),
-           (SELECT count(alert_id) FROM alerted)
-      INTO v_found, v_corrected, v_alerted;
-    v_rules := v_rules || jsonb_build_object('orphaned_appointment', jsonb_build_object(
-        'severity', 'warning', 'found', v_found, 'corrected', v_corrected, 'alerted', v_alerted,
-        'ms', consistency._ms_since(v_step)));
+    v_errors := '[]';
+    v_found := 0;
+    v_alerted := 0;
+    BEGIN
+        SELECT count(*), array_agg(o.appointment_id ORDER BY o.appointment_id)
+                             FILTER (WHERE o.match_call_id IS NOT NULL),
+               array_agg(o.match_call_id ORDER BY o.appointment_id)
+                   FILTER (WHERE o.match_call_id IS NOT NULL),
+               count(consistency.raise_alert('orphaned_appointment', 'warning', 'appointment',
+                         o.appointment_id, 'voice-agent appointment has no call and no unique match',
+                         o.detail)) FILTER (WHERE o.match_call_id IS NULL)
+          INTO v_found, v_ids, v_targets, v_alerted
+          FROM consistency._rule_orphaned_appointment(v_since) o;
+    EXCEPTION WHEN OTHERS THEN
+        v_ids := NULL;
+        v_errors := jsonb_build_array(consistency._check_failure(
+            'orphaned_appointment', 'warning', 'appointment', NULL, SQLSTATE, SQLERRM));
+    END;
+    v_act := consistency._check_step('orphaned_appointment', 'warning', 'appointment', $q$
+        WITH linked AS (
+            UPDATE public.appointments a SET call_id = m.call_id
+              FROM unnest($1, $2) AS m(id, call_id)
+             WHERE a.id = m.id AND a.call_id IS NULL
+            RETURNING 1)
+        SELECT count(*) FROM linked $q$, v_ids, v_targets);
+    v_rules := v_rules || jsonb_build_object('orphaned_appointment', consistency._check_rule_entry(
+        'warning', v_found, v_act.done, v_alerted, v_errors || v_act.errors, v_step));
 
     -- Both link rules in one pass, after the orphans were re-attached. The
     -- bulk path once the window holds a fifth of the calls (counted up to
@@ -248,95 +395,109 @@ BEGIN
     -- the whole table and needs no count): beyond it, probing each call
     -- costs more than counting every appointment once (see _link_state).
     v_step := clock_timestamp();
-    IF v_since <= (SELECT min(c.created_at) FROM public.calls c) THEN
-        v_bulk := true;
-    ELSE
-        v_bulk_from := greatest(1000, (SELECT c.reltuples::bigint / 5 FROM pg_catalog.pg_class c
-                                        WHERE c.oid = 'public.calls'::pg_catalog.regclass));
-        SELECT count(*) >= v_bulk_from INTO v_bulk
-          FROM (SELECT 1 FROM public.calls c WHERE c.created_at >= v_since LIMIT v_bulk_from) w;
-    END IF;
-    -- EXECUTE: planned for this window and path on every run. A cached
-    -- generic plan (PL/pgSQL switches to one after five runs when it looks
-    -- no dearer) would be costed for an unknown window, and could trade the
-    -- created_at index condition of the probe path for a scan of all calls.
-    EXECUTE $q$
-        SELECT array_agg(r.call_id ORDER BY r.call_id)
-                   FILTER (WHERE r.rule = 'missing_appointment'),
-               array_agg(r.call_id ORDER BY r.call_id)
-                   FILTER (WHERE r.rule = 'inconsistent_link_status')
-          FROM consistency._rule_link($1, $2, $3) r
-    $q$ INTO v_missing, v_ids USING v_since, v_now, v_bulk;
+    v_errors := '[]';
+    BEGIN
+        IF v_since <= (SELECT min(c.created_at) FROM public.calls c) THEN
+            v_bulk := true;
+        ELSE
+            v_bulk_from := greatest(1000, (SELECT c.reltuples::bigint / 5 FROM pg_catalog.pg_class c
+                                            WHERE c.oid = 'public.calls'::pg_catalog.regclass));
+            SELECT count(*) >= v_bulk_from INTO v_bulk
+              FROM (SELECT 1 FROM public.calls c WHERE c.created_at >= v_since LIMIT v_bulk_from) w;
+        END IF;
+        -- EXECUTE: planned for this window and path on every run. A cached
+        -- generic plan (PL/pgSQL switches to one after five runs when it looks
+        -- no dearer) would be costed for an unknown window, and could trade the
+        -- created_at index condition of the probe path for a scan of all calls.
+        EXECUTE $q$
+            SELECT array_agg(r.call_id ORDER BY r.call_id)
+                       FILTER (WHERE r.rule = 'missing_appointment'),
+                   array_agg(r.call_id ORDER BY r.call_id)
+                       FILTER (WHERE r.rule = 'inconsistent_link_status')
+              FROM consistency._rule_link($1, $2, $3) r
+        $q$ INTO v_missing, v_ids USING v_since, v_now, v_bulk;
+    EXCEPTION WHEN OTHERS THEN
+        v_missing := NULL;
+        v_ids := NULL;
+        v_errors := jsonb_build_array(consistency._check_failure(
+            'link', 'critical', 'call', NULL, SQLSTATE, SQLERRM));
+    END;
     v_detect_ms := consistency._ms_since(v_step);
 
     -- missing_appointment: the rollback path (creation_failed, critical
-    -- alert, review item, audit), one call at a time inside one statement.
-    -- A phantom booking usually comes with a drifted counter (the write that
-    -- made it bypassed the triggers); the call-side rules trust the counter,
-    -- so repair it first or the rollback would be "corrected" back to linked.
+    -- alert, review item, audit); see _rollback_missing. A failure of the
+    -- shared detection pass is recorded here, once.
     v_step := clock_timestamp();
-    IF v_missing IS NOT NULL THEN
-        PERFORM consistency.resync_calls(v_missing);
-        -- resync_calls locked these calls (waiting for any writer of their
-        -- appointments) and recounted with a snapshot taken after the locks:
-        -- an appointment committed since detection now shows, and that call
-        -- is no phantom booking. Only calls still without one are rolled back.
-        SELECT array_agg(c.id ORDER BY c.id) INTO v_missing
-          FROM public.calls c
-         WHERE c.id = ANY (v_missing) AND c.active_appointment_count = 0;
-    END IF;
-    SELECT count(*), count(alert_id) INTO v_found, v_alerted
-      FROM (SELECT consistency.rollback_booking(id,
-                       'consistency check: booking without an active appointment',
-                       'consistency monitor') AS alert_id
-              FROM unnest(v_missing) AS id) rb;
-    v_rules := v_rules || jsonb_build_object('missing_appointment', jsonb_build_object(
-        'severity', 'critical', 'found', v_found, 'corrected', v_found, 'alerted', v_alerted,
-        'ms', consistency._ms_since(v_step), 'detect_ms', v_detect_ms,
-        'path', CASE WHEN v_bulk THEN 'bulk' ELSE 'probe' END));
+    v_act := consistency._check_step('missing_appointment', 'critical', 'call', $q$
+        SELECT consistency._rollback_missing($1) $q$, v_missing);
+    v_rules := v_rules || jsonb_build_object('missing_appointment', consistency._check_rule_entry(
+        'critical', v_act.done + cardinality(v_act.failed_ids), v_act.done, v_act.done,
+        v_errors || v_act.errors, v_step)
+        || jsonb_build_object('detect_ms', v_detect_ms,
+                              'path', CASE WHEN v_bulk THEN 'bulk' ELSE 'probe' END));
 
-    -- inconsistent_link_status: recompute from the appointments, then alert.
+    -- inconsistent_link_status: recompute from the appointments, then alert
+    -- (each call that was recomputed; a call that could not be is alerted
+    -- as a failed correction instead).
     v_step := clock_timestamp();
-    v_found := coalesce(cardinality(v_ids), 0);
-    v_corrected := 0;
-    IF v_found > 0 THEN
-        -- resync_calls counts the calls it rewrote: each found call must be.
-        v_corrected := consistency.resync_calls(v_ids);
-    END IF;
-    SELECT count(alert_id) INTO v_alerted
-      FROM (SELECT consistency.raise_alert('inconsistent_link_status', 'warning', 'call', id,
-                       'appointment link status disagreed with the appointments; recomputed',
-                       '{}', true) AS alert_id
-              FROM unnest(v_ids) AS id) al;
-    v_rules := v_rules || jsonb_build_object('inconsistent_link_status', jsonb_build_object(
-        'severity', 'warning', 'found', v_found, 'corrected', v_corrected, 'alerted', v_alerted,
-        'ms', consistency._ms_since(v_step), 'detect_ms', v_detect_ms,
-        'path', CASE WHEN v_bulk THEN 'bulk' ELSE 'probe' END));
+    v_act := consistency._check_step('inconsistent_link_status', 'warning', 'call', $q$
+        SELECT consistency.resync_calls($1) $q$, v_ids);
+    v_alerted := 0;
+    BEGIN
+        SELECT count(alert_id) INTO v_alerted
+          FROM (SELECT consistency.raise_alert('inconsistent_link_status', 'warning', 'call', id,
+                           'appointment link status disagreed with the appointments; recomputed',
+                           '{}', true) AS alert_id
+                  FROM unnest(v_ids) AS id
+                 WHERE id <> ALL (v_act.failed_ids)) al;
+    EXCEPTION WHEN OTHERS THEN
+        v_act.errors := v_act.errors || consistency._check_failure(
+            'inconsistent_link_status', 'warning', 'call', NULL, SQLSTATE, SQLERRM);
+    END;
+    v_rules := v_rules || jsonb_build_object('inconsistent_link_status',
+        consistency._check_rule_entry('warning', coalesce(cardinality(v_ids), 0), v_act.done,
+                                      v_alerted, v_act.errors, v_step)
+        || jsonb_build_object('detect_ms', v_detect_ms,
+                              'path', CASE WHEN v_bulk THEN 'bulk' ELSE 'probe' END));
 
     -- session_outcome_mismatch: needs a person; evaluated after the
     -- corrections above so it reports what really remains.
     v_step := clock_timestamp();
-    SELECT count(*), count(alert_id) INTO v_found, v_alerted
-      FROM (SELECT consistency.raise_alert('session_outcome_mismatch', 'critical', 'call', r.call_id,
-                       'call reported as booked but no appointment was made', r.detail) AS alert_id
-              FROM consistency._rule_session_outcome_mismatch(v_since, v_now) r) al;
-    v_rules := v_rules || jsonb_build_object('session_outcome_mismatch', jsonb_build_object(
-        'severity', 'critical', 'found', v_found, 'corrected', 0, 'alerted', v_alerted,
-        'ms', consistency._ms_since(v_step)));
+    v_errors := '[]';
+    v_found := 0;
+    v_alerted := 0;
+    BEGIN
+        SELECT count(*), count(alert_id) INTO v_found, v_alerted
+          FROM (SELECT consistency.raise_alert('session_outcome_mismatch', 'critical', 'call',
+                           r.call_id, 'call reported as booked but no appointment was made',
+                           r.detail) AS alert_id
+                  FROM consistency._rule_session_outcome_mismatch(v_since, v_now) r) al;
+    EXCEPTION WHEN OTHERS THEN
+        v_errors := jsonb_build_array(consistency._check_failure(
+            'session_outcome_mismatch', 'critical', 'call', NULL, SQLSTATE, SQLERRM));
+    END;
+    v_rules := v_rules || jsonb_build_object('session_outcome_mismatch',
+        consistency._check_rule_entry('critical', v_found, 0, v_alerted, v_errors, v_step));
 
     v_step := clock_timestamp();
-    SELECT count(*) INTO v_found FROM consistency._rule_recent_failure(v_since, v_now);
-    v_rules := v_rules || jsonb_build_object('recent_failure', jsonb_build_object(
-        'severity', 'info', 'found', v_found, 'corrected', 0, 'alerted', 0,
-        'ms', consistency._ms_since(v_step)));
+    v_errors := '[]';
+    v_found := 0;
+    BEGIN
+        SELECT count(*) INTO v_found FROM consistency._rule_recent_failure(v_since, v_now);
+    EXCEPTION WHEN OTHERS THEN
+        v_errors := jsonb_build_array(consistency._check_failure(
+            'recent_failure', 'info', 'call', NULL, SQLSTATE, SQLERRM));
+    END;
+    v_rules := v_rules || jsonb_build_object('recent_failure',
+        consistency._check_rule_entry('info', v_found, 0, 0, v_errors, v_step));
 
     INSERT INTO consistency.check_runs (started_at, finished_at, duration_ms, waited_ms,
-                                        check_window, found, corrected, alerted, rules)
+                                        check_window, found, corrected, alerted, failed, rules)
     SELECT v_started, clock_timestamp(),
            round(extract(epoch FROM clock_timestamp() - v_started)::numeric * 1000, 3), v_waited,
            v_window,
            sum((value ->> 'found')::int), sum((value ->> 'corrected')::int),
-           sum((value ->> 'alerted')::int), v_rules
+           sum((value ->> 'alerted')::int), sum((value ->> 'failed')::int), v_rules
       FROM jsonb_each(v_rules);
 
     RETURN QUERY

@@ -10,9 +10,7 @@
 CREATE OR REPLACE FUNCTION consistency._severity_rank(p_severity text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE p_severity WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 WHEN 'info' THEN 1 END
-$$;
+RETURN CASE p_severity WHEN 'critical' THEN 3 WHEN 'warning' THEN 2 WHEN 'info' THEN 1 END;
 
 -- When a new delivery is first due. On a digest sink, non-critical rows
 -- become due together at the end of their window (date_bin), so one claim
@@ -535,18 +533,14 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._alert_has_pending_delivery(p_alert_id bigint)
 RETURNS boolean
 LANGUAGE sql STABLE
-AS $$
-    SELECT EXISTS (SELECT 1
-                     FROM consistency.relay_deliveries AS d
-                    WHERE d.alert_id = p_alert_id
-                      AND d.status IN ('pending', 'in_flight'))
-$$;
+RETURN EXISTS (SELECT 1
+                 FROM consistency.relay_deliveries AS d
+                WHERE d.alert_id = p_alert_id
+                  AND d.status IN ('pending', 'in_flight'));
 
 -- "Has a relay sink ever been configured?" (archive_alerts archives any old
 -- alert when none has).
 CREATE OR REPLACE FUNCTION consistency._relay_sinks_configured()
 RETURNS boolean
 LANGUAGE sql STABLE
-AS $$
-    SELECT EXISTS (SELECT 1 FROM consistency.relay_sinks)
-$$;
+RETURN EXISTS (SELECT 1 FROM consistency.relay_sinks);

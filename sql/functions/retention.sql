@@ -3,13 +3,20 @@
 -- short transaction when the caller commits in between (the CLI does; so does
 -- the procedure archive_alerts_all, which pg_cron can CALL).
 
+-- An age beyond the longest retention (retention.alert_days at most 36500)
+-- is refused rather than left to overflow the timestamp arithmetic.
 CREATE OR REPLACE FUNCTION consistency._retention_cutoff(p_older_than interval)
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_older_than IS NOT NULL AND p_older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must not be negative, got %', p_older_than
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_older_than IS NOT NULL AND p_older_than > interval '36500 days' THEN
+        RAISE EXCEPTION 'older_than must be at most 36500 days, got %', p_older_than
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     RETURN consistency.now()
@@ -24,9 +31,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._archivable(p_alert_id bigint)
 RETURNS boolean
 LANGUAGE sql STABLE
-AS $$
-    SELECT NOT consistency._alert_has_pending_delivery(p_alert_id)
-$$;
+RETURN NOT consistency._alert_has_pending_delivery(p_alert_id);
 
 CREATE OR REPLACE FUNCTION consistency.count_archivable_alerts(p_older_than interval DEFAULT NULL)
 RETURNS bigint
@@ -89,6 +94,9 @@ END
 $$;
 
 -- For schedulers that run SQL (pg_cron): every batch committed on its own.
+-- The one routine of the guard without a pinned search_path: a procedure
+-- with a SET clause may not COMMIT. So nothing in it resolves by name but
+-- schema-qualified: the function it calls, and the operator.
 CREATE OR REPLACE PROCEDURE consistency.archive_alerts_all(
     p_older_than interval DEFAULT NULL,
     p_batch      int DEFAULT 10000)
@@ -100,7 +108,7 @@ BEGIN
     LOOP
         v_moved := consistency.archive_alerts(p_older_than, p_batch);
         COMMIT;
-        EXIT WHEN v_moved < p_batch;
+        EXIT WHEN v_moved OPERATOR(pg_catalog.<) p_batch;
     END LOOP;
 END
 $$;

@@ -6,25 +6,41 @@
 CREATE OR REPLACE FUNCTION consistency._review_priority(p_reason text)
 RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE p_reason
-               WHEN 'appointment_validation_failed' THEN 1
-               WHEN 'appointment_rollback' THEN 1
-               WHEN 'calendar_booking_failed' THEN 2
-               WHEN 'circuit_open' THEN 2
-               WHEN 'customer_creation_failed' THEN 3
-               WHEN 'service_not_found' THEN 4
-               ELSE 5
-           END
-$$;
+RETURN CASE p_reason
+           WHEN 'appointment_validation_failed' THEN 1
+           WHEN 'appointment_rollback' THEN 1
+           WHEN 'calendar_booking_failed' THEN 2
+           WHEN 'circuit_open' THEN 2
+           WHEN 'customer_creation_failed' THEN 3
+           WHEN 'service_not_found' THEN 4
+           ELSE 5
+       END;
 
 CREATE OR REPLACE FUNCTION consistency._review_item_json(p_item consistency.manual_review_queue)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
+RETURN jsonb_build_object('status', p_item.status, 'priority', p_item.priority,
+                          'assigned_to', p_item.assigned_to,
+                          'resolution_notes', p_item.resolution_notes);
+
+-- Who a reviewer is. The guard's owner (or a superuser) may act for anyone
+-- by name: the CLI run by an operator, a service that works the queue for
+-- people. Any other login is the reviewer it logged in as: naming someone
+-- else is refused, so nobody resolves or claims as another reviewer.
+CREATE OR REPLACE FUNCTION consistency._require_reviewer(p_reviewer text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object('status', p_item.status, 'priority', p_item.priority,
-                              'assigned_to', p_item.assigned_to,
-                              'resolution_notes', p_item.resolution_notes)
+BEGIN
+    PERFORM consistency._require_text(p_reviewer, 'reviewer');
+    -- current_user is the owner here: the callers are SECURITY DEFINER.
+    IF p_reviewer <> session_user AND NOT pg_has_role(session_user, current_user, 'MEMBER') THEN
+        RAISE EXCEPTION 'reviewer must be your login %, not %', session_user, p_reviewer
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'log in as the reviewer; only the guard''s owner acts for others';
+    END IF;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION consistency.review_enqueue(
@@ -51,6 +67,11 @@ BEGIN
     END IF;
     IF p_context IS NOT NULL AND jsonb_typeof(p_context) <> 'object' THEN
         RAISE EXCEPTION 'context must be a JSON object, got %', jsonb_typeof(p_context)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The context is copied into the append-only audit log: bounded.
+    IF octet_length(p_context::text) > 65536 THEN
+        RAISE EXCEPTION 'context is too large: % bytes (at most 65536)', octet_length(p_context::text)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM public.calls c WHERE c.id = p_call_id) THEN
@@ -96,7 +117,7 @@ AS $$
 DECLARE
     v_item consistency.manual_review_queue;
 BEGIN
-    PERFORM consistency._require_text(p_reviewer, 'reviewer');
+    PERFORM consistency._require_reviewer(p_reviewer);
 
     -- SKIP LOCKED: a second reviewer claiming at the same moment passes over
     -- the row the first one is taking instead of waiting for it and then
@@ -135,7 +156,7 @@ DECLARE
     v_after  consistency.manual_review_queue;
 BEGIN
     PERFORM consistency._require_id(p_id, 'review item id');
-    PERFORM consistency._require_text(p_reviewer, 'reviewer');
+    PERFORM consistency._require_reviewer(p_reviewer);
     IF p_status IS NULL OR p_status NOT IN ('resolved', 'dismissed') THEN
         RAISE EXCEPTION 'status must be resolved or dismissed, got %', coalesce(p_status, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';

@@ -4,6 +4,7 @@
 CREATE OR REPLACE FUNCTION consistency.setting(p_key text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_value jsonb;
@@ -20,43 +21,52 @@ BEGIN
 END
 $$;
 
+-- SQL-standard bodies: parsed once, when migrate creates them, so no
+-- caller's search_path can change what they call; still inlined into the
+-- caller's expression. (A SET clause would stop the inlining.)
 CREATE OR REPLACE FUNCTION consistency.setting_int(p_key text)
 RETURNS integer
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT (consistency.setting(p_key))::integer $$;
+RETURN (consistency.setting(p_key))::integer;
 
 CREATE OR REPLACE FUNCTION consistency.setting_numeric(p_key text)
 RETURNS numeric
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT (consistency.setting(p_key))::numeric $$;
+RETURN (consistency.setting(p_key))::numeric;
 
--- Validation shared by set_setting and the CLI's dry checks: returns NULL when
--- the value is acceptable for the kind, else the reason.
-CREATE OR REPLACE FUNCTION consistency._setting_value_error(p_kind text, p_value jsonb)
+-- What set_setting accepts for a setting: a number of its kind within its
+-- bounds. Returns NULL when the value is acceptable, else the reason, which
+-- quotes the value shortened (1e300 would otherwise print 301 digits).
+CREATE OR REPLACE FUNCTION consistency._setting_value_error(
+    p_kind text, p_value jsonb, p_min numeric, p_max numeric)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_num numeric;
+    v_num  numeric;
+    v_shown text;
 BEGIN
     IF p_value IS NULL OR jsonb_typeof(p_value) <> 'number' THEN
-        RETURN format('must be a number, got %s', coalesce(p_value::text, 'NULL'));
+        v_shown := coalesce(p_value::text, 'NULL');
+        RETURN format('must be a number, got %s',
+                      CASE WHEN length(v_shown) > 40 THEN left(v_shown, 40) || '...' ELSE v_shown END);
     END IF;
     v_num := p_value::numeric;
-    CASE p_kind
-        WHEN 'positive_integer' THEN
-            IF v_num <> trunc(v_num) THEN RETURN format('must be an integer, got %s', v_num); END IF;
-            IF v_num <= 0 THEN RETURN format('must be greater than 0, got %s', v_num); END IF;
-            IF v_num > 2147483647 THEN RETURN format('is too large: %s', v_num); END IF;
-        WHEN 'non_negative_integer' THEN
-            IF v_num <> trunc(v_num) THEN RETURN format('must be an integer, got %s', v_num); END IF;
-            IF v_num < 0 THEN RETURN format('must not be negative, got %s', v_num); END IF;
-            IF v_num > 2147483647 THEN RETURN format('is too large: %s', v_num); END IF;
-        WHEN 'positive_number' THEN
-            IF v_num <= 0 THEN RETURN format('must be greater than 0, got %s', v_num); END IF;
-        ELSE
-            RETURN format('has an unknown kind %s', p_kind);
-    END CASE;
+    v_shown := CASE WHEN abs(v_num) >= 1e15 THEN btrim(to_char(v_num, '9.99EEEE')) ELSE v_num::text END;
+    IF p_kind IN ('positive_integer', 'non_negative_integer') AND v_num <> trunc(v_num) THEN
+        RETURN format('must be an integer, got %s', v_shown);
+    ELSIF p_kind = 'non_negative_integer' AND v_num < 0 THEN
+        RETURN format('must not be negative, got %s', v_shown);
+    ELSIF p_kind IN ('positive_integer', 'positive_number') AND v_num <= 0 THEN
+        RETURN format('must be greater than 0, got %s', v_shown);
+    ELSIF p_kind NOT IN ('positive_integer', 'non_negative_integer', 'positive_number') THEN
+        RETURN format('has an unknown kind %s', p_kind);
+    ELSIF v_num < p_min THEN
+        RETURN format('must be at least %s, got %s', p_min, v_shown);
+    ELSIF v_num > p_max THEN
+        RETURN format('must be at most %s, got %s', p_max, v_shown);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -79,7 +89,8 @@ BEGIN
                   HINT = 'consistency config show lists the known keys';
     END IF;
 
-    v_error := consistency._setting_value_error(v_row.kind, p_value);
+    v_error := consistency._setting_value_error(v_row.kind, p_value, v_row.min_value,
+                                                v_row.max_value);
     IF v_error IS NOT NULL THEN
         RAISE EXCEPTION 'invalid value for %: %', p_key, v_error
             USING ERRCODE = 'invalid_parameter_value';

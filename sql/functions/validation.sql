@@ -1,14 +1,17 @@
 -- Post-booking validation and the atomic rollback of a failed booking.
 
--- Read-only and on the booking hot path: SECURITY INVOKER (the caller
--- already reads calls/appointments) and no SET clause, which would cost a
--- GUC save/restore on every call; every name is schema-qualified instead.
+-- Read-only: SECURITY INVOKER (the caller already reads calls and
+-- appointments). search_path pinned all the same: an invoker function runs
+-- as whoever calls it (a DBA from the CLI), and resolving cardinality() or
+-- an operator through that caller's path would run a function some other
+-- role planted in it.
 CREATE OR REPLACE FUNCTION consistency.validate_booking(
     p_call_id             bigint,
     p_appointment_id      bigint DEFAULT NULL,
     p_external_booking_id text DEFAULT NULL)
 RETURNS TABLE (ok boolean, reason text, details jsonb)
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_made     boolean;
@@ -20,10 +23,6 @@ DECLARE
     v_issues   text[] := ARRAY[]::text[];
 BEGIN
     PERFORM consistency._require_id(p_call_id, 'call_id');
-    IF p_appointment_id IS NOT NULL AND p_appointment_id <= 0 THEN
-        RAISE EXCEPTION 'appointment_id must be a positive id, got %', p_appointment_id
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF p_external_booking_id IS NOT NULL AND btrim(p_external_booking_id) = '' THEN
         RAISE EXCEPTION 'external_booking_id must not be empty (pass NULL to skip the check)'
             USING ERRCODE = 'invalid_parameter_value';
@@ -80,10 +79,12 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 4. recency
-    v_age := round(extract(epoch FROM consistency.now() - v_appt.created_at), 3);
+    -- 4. recency (a created_at of +/-infinity, or NULL, has no age: too old)
+    IF isfinite(v_appt.created_at) THEN
+        v_age := round(extract(epoch FROM consistency.now() - v_appt.created_at), 3);
+    END IF;
     v_max_age := consistency.setting_int('validation.max_appointment_age_seconds');
-    IF v_age > v_max_age THEN
+    IF v_age IS NULL OR v_age > v_max_age THEN
         RETURN QUERY SELECT false, 'appointment_too_old',
             jsonb_build_object('call_id', p_call_id, 'appointment_id', v_appt.id,
                                'created_at', v_appt.created_at,
@@ -120,14 +121,12 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._rollback_fields(p_call public.calls)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
-AS $$
-    SELECT jsonb_build_object('appointment_made', p_call.appointment_made,
-                              'appointment_link_status', p_call.appointment_link_status,
-                              'session_outcome', p_call.session_outcome,
-                              'booking_failed', p_call.booking_failed,
-                              'booking_failure_reason', p_call.booking_failure_reason,
-                              'requires_manual_processing', p_call.requires_manual_processing)
-$$;
+RETURN jsonb_build_object('appointment_made', p_call.appointment_made,
+                          'appointment_link_status', p_call.appointment_link_status,
+                          'session_outcome', p_call.session_outcome,
+                          'booking_failed', p_call.booking_failed,
+                          'booking_failure_reason', p_call.booking_failure_reason,
+                          'requires_manual_processing', p_call.requires_manual_processing);
 
 -- One transaction does all of it (the caller's, or a savepoint of it): the
 -- call's flags, the critical alert with its NOTIFY, the review item and the
@@ -150,6 +149,7 @@ DECLARE
     v_review_id  bigint;
     v_metadata   jsonb;
     v_desc       text;
+    v_repeat     boolean;
 BEGIN
     PERFORM consistency._require_id(p_call_id, 'call_id');
     PERFORM consistency._require_text(p_reason, 'rollback reason');
@@ -167,7 +167,25 @@ BEGIN
                             WHERE a.call_id = p_call_id
                               AND a.deleted_at IS NULL AND a.status <> 'cancelled');
 
-    IF v_link_kept THEN
+    -- Rolled back already, for this reason, and alerted: the call would not
+    -- change, and the people who must act were told. A repeat (an
+    -- application retrying, or a flood) is audited and adds no alert; the
+    -- earlier alert's id is returned.
+    IF v_before.booking_failed AND v_before.requires_manual_processing
+       AND v_before.booking_failure_reason = p_reason
+       AND (v_link_kept OR (NOT v_before.appointment_made
+                            AND v_before.appointment_link_status = 'creation_failed'
+                            AND v_before.session_outcome = 'creation_failed')) THEN
+        SELECT max(a.id) INTO v_alert_id
+          FROM consistency.alerts a
+         WHERE a.entity_type = 'call' AND a.entity_id = p_call_id
+           AND a.alert_type = 'appointment_rollback' AND a.metadata ->> 'reason' = p_reason;
+    END IF;
+    v_repeat := v_alert_id IS NOT NULL;
+
+    IF v_repeat THEN
+        v_after := v_before;
+    ELSIF v_link_kept THEN
         -- G1 wins: the call has an active appointment, so its link fields
         -- and outcome stay what G1/G2/G5 make them; writing them here would
         -- only be corrected again (and alerted as session_outcome_corrected).
@@ -195,8 +213,10 @@ BEGIN
                                      'link_kept', v_link_kept,
                                      'previous', consistency._rollback_fields(v_before));
     v_desc := format('booking of call %s rolled back: %s', p_call_id, p_reason);
-    v_alert_id := consistency.raise_alert('appointment_rollback', 'critical', 'call', p_call_id,
-                                          v_desc, v_metadata);
+    IF NOT v_repeat THEN
+        v_alert_id := consistency.raise_alert('appointment_rollback', 'critical', 'call',
+                                              p_call_id, v_desc, v_metadata);
+    END IF;
     IF v_alert_id IS NULL THEN
         -- Throttled: the call was rolled back moments ago. Each rollback is
         -- an event someone must see, not a repeated symptom, so it is never
@@ -217,7 +237,8 @@ BEGIN
                                consistency._rollback_fields(v_after)
                                    || jsonb_build_object('alert_id', v_alert_id,
                                                          'review_item_id', v_review_id,
-                                                         'link_kept', v_link_kept));
+                                                         'link_kept', v_link_kept,
+                                                         'repeat', v_repeat));
     RETURN v_alert_id;
 END
 $$;

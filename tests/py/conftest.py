@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,63 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return _run
+
+
+# --- roles and databases of a test's own (security tests) ----------------------
+
+@dataclass
+class Sandbox:
+    admin_dsn: str
+    dsn_of: Callable[[str], str]
+    roles: list[str] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
+    borrowed: list[str] = field(default_factory=list)
+
+    def role(self, prefix: str, *options: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
+            admin.execute(f'CREATE ROLE "{name}" LOGIN {" ".join(options)}')
+        self.roles.append(name)
+        return name
+
+    def database(self, owner: str = "postgres") -> str:
+        name = f"sec_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        self.databases.append(name)
+        return self.dsn_of(name)
+
+    def borrow(self, dsn: str) -> None:
+        """A database made elsewhere in which our roles get rights."""
+        self.borrowed.append(dsn)
+
+
+def as_role(dsn: str, role: str) -> str:
+    return dsn.replace("user=postgres", f"user={role}")
+
+
+@pytest.fixture
+def sandbox(cluster: Cluster) -> Iterator[Sandbox]:
+    """Roles (cluster-wide, so random names) and databases of a test's own,
+    dropped at teardown; the guard's roles exist."""
+    box = Sandbox(cluster.dsn(), cluster.dsn)
+    with psycopg.connect(box.admin_dsn, autocommit=True) as admin:
+        # The guard's roles, as a DBA creates them before a non-superuser
+        # installs (the first migrate of this run may not have happened yet).
+        for role in migrate.ROLES:
+            if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+                admin.execute(f"CREATE ROLE {role} NOLOGIN")
+    yield box
+    with psycopg.connect(box.admin_dsn, autocommit=True) as admin:
+        for name in box.databases:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if box.roles:
+        listed = ", ".join(f'"{r}"' for r in box.roles)
+        for dsn in box.borrowed:
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"DROP OWNED BY {listed}")
+            except psycopg.OperationalError:
+                pass  # already dropped, with whatever our roles had in it
+        with psycopg.connect(box.admin_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {listed}")

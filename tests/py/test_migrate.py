@@ -249,3 +249,18 @@ def test_a_definition_changed_by_hand_is_detected_and_restored(dsn: str, run_cli
     assert migrate.status(dsn, env={}).up_to_date
     with psycopg.connect(dsn) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("DELETE FROM consistency.audit_log")
+
+
+def test_an_upgrade_brings_settings_within_their_new_bounds(empty_db: str) -> None:
+    migrate.migrate(empty_db, upto="0007_guard_fixes", env={})
+    with psycopg.connect(empty_db) as conn:
+        conn.execute("UPDATE consistency.settings SET value = '2147483647' "
+                     "WHERE key = 'monitoring.recent_hours'")
+    migrate.migrate(empty_db, env={})
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT value FROM consistency.settings "
+                            "WHERE key = 'monitoring.recent_hours'").fetchone()[0] == 8760
+        audit = conn.execute("SELECT actor, action, target_id, before, after "
+                             "FROM consistency.audit_log").fetchall()
+    assert audit == [("consistency migrate", "setting.clamp", "monitoring.recent_hours",
+                      {"value": 2147483647}, {"value": 8760})]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -130,7 +131,7 @@ def test_every_loop_survives_a_server_restart_and_stops_on_sigterm() -> None:
                 return c.execute("SELECT count(*) FROM consistency.check_runs").fetchone()[0]
 
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "check", "--every", "0.2s", "--dsn", dsn,
+            [sys.executable, "-m", "orchestrator.cli", "check", "--every", "1s", "--dsn", dsn,
              "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "DATABASE_URL": ""})
@@ -212,3 +213,61 @@ def test_an_appointment_committed_during_the_check_is_not_rolled_back(conn, conn
     assert (status, failed) == ("linked", False)
     assert conn.execute("SELECT count(*) FROM consistency.alerts "
                         "WHERE alert_type = 'appointment_rollback'").fetchone()[0] == 0
+
+
+def test_the_every_loop_survives_any_database_error(dsn, caplog) -> None:
+    from datetime import timedelta
+
+    from orchestrator import monitor
+
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("ALTER FUNCTION consistency.run_check(interval) RENAME TO run_check_away")
+    stop, reports = threading.Event(), []
+
+    def on_result(report) -> None:
+        reports.append(report)
+        stop.set()
+
+    loop = threading.Thread(target=monitor.check_loop,
+                            args=(dsn, timedelta(seconds=0.05), stop),
+                            kwargs={"on_result": on_result, "max_backoff": 0.05})
+    loop.start()
+    deadline = time.monotonic() + 10
+    while caplog.text.count("check failed") < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert caplog.text.count("check failed") >= 2 and "run_check" in caplog.text
+    assert loop.is_alive(), "an error that is not a lost connection ended the loop"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute("ALTER FUNCTION consistency.run_check_away(interval) RENAME TO run_check")
+    loop.join(timeout=10)
+    stop.set()
+    assert reports and not loop.is_alive(), "the loop did not run again once the error was gone"
+
+
+def test_a_failed_correction_is_shown_and_exits_1(conn, dsn, run_cli) -> None:
+    conn.execute("""
+        INSERT INTO calls (external_call_id, session_outcome, created_at)
+        VALUES ('refuses', 'appointment_booked', now() - interval '30 minutes');
+        ALTER TABLE calls ADD CONSTRAINT app_rule
+            CHECK (external_call_id <> 'refuses' OR session_outcome <> 'creation_failed')""")
+    conn.commit()
+    result = run_cli("check", "--dsn", dsn)
+    assert result.code == 1, result
+    assert "could not correct: missing_appointment, call" in result.out and "app_rule" in result.out
+    as_json = json.loads(run_cli("check", "--dsn", dsn, "--json").out)
+    assert as_json["failed"] == 1 and as_json["rules"][1]["failed"] == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["check", "--window", "999999999999d"],
+     "invalid window '999999999999d': must be at most 36500d"),
+    (["check", "--every", "0.0001s"], "invalid interval '0.0001s': must be at least 1s"),
+    (["check", "--every", "8d"], "invalid interval '8d': must be at most 7d"),
+    (["retention", "run", "--older-than", "99999999999d"],
+     "invalid age '99999999999d': must be at most 36500d"),
+])
+def test_a_duration_out_of_range_is_one_line_and_changes_nothing(conn, dsn, run_cli, args,
+                                                               message) -> None:
+    result = run_cli(*args, "--dsn", dsn)
+    assert (result.code, result.err) == (2, f"error: {message}\n"), result
+    assert conn.execute("SELECT count(*) FROM consistency.check_runs").fetchone()[0] == 0

@@ -8,6 +8,7 @@ import threading
 
 import psycopg
 import pytest
+from conftest import as_role
 
 from orchestrator import review
 from orchestrator.errors import GuardError
@@ -154,3 +155,25 @@ def test_cli_review_list_claim_resolve(conn, dsn, run_cli, calls) -> None:
 def test_cli_review_errors(dsn, run_cli, args, message) -> None:
     result = run_cli("review", *args, "--dsn", dsn)
     assert result.code == 2 and message in result.err and "Traceback" not in result.err
+
+
+def test_a_reviewer_acts_as_its_own_login_only(conn, dsn, calls, sandbox) -> None:
+    ann = sandbox.role("ann", "IN ROLE consistency_reviewer")
+    bob = sandbox.role("bob", "IN ROLE consistency_reviewer")
+    item = review.enqueue(conn, calls[0], "service_not_found")
+    conn.commit()
+    with psycopg.connect(as_role(dsn, ann), autocommit=True) as ann_conn, \
+            psycopg.connect(as_role(dsn, bob), autocommit=True) as bob_conn:
+        with pytest.raises(GuardError, match=f"reviewer must be your login {bob}, not {ann}"):
+            review.claim(bob_conn, ann)
+        assert review.claim(ann_conn, ann).id == item
+        with pytest.raises(GuardError, match=f"reviewer must be your login {bob}, not {ann}"):
+            review.resolve(bob_conn, item, ann, "resolved", "closed in ann's name")
+        with pytest.raises(GuardError, match=f"is assigned to {ann}, not to {bob}"):
+            review.resolve(bob_conn, item, bob, "resolved", "mine now")
+        done = review.resolve(ann_conn, item, ann, "resolved", "done")
+    assert (done.status, done.assigned_to) == ("resolved", ann)
+    actions = conn.execute("SELECT actor, session_role, action FROM consistency.audit_log"
+                           " WHERE target_id = %s AND action <> 'review.enqueue' ORDER BY id",
+                           [str(item)]).fetchall()
+    assert actions == [(ann, ann, "review.claim"), (ann, ann, "review.resolve")]

@@ -80,8 +80,9 @@ def test_validation_uses_moved_time(conn) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     ((999,), "call 999 does not exist"),
-    ((-1,), "call_id must be a positive id, got -1"),
-    ((1, 0), "appointment_id must be a positive id, got 0"),
+    ((-1,), "call -1 does not exist"),
+    ((2**63,), "call_id is out of range for an id"),
+    ((1, -2**63 - 1), "appointment_id is out of range for an id"),
 ])
 def test_validate_bad_input_is_a_clear_error(conn, args, message) -> None:
     make_call(conn, 1, appointment=11)
@@ -159,7 +160,7 @@ def test_a_rollback_undone_by_the_callers_transaction_never_notifies(conn, conne
 
 @pytest.mark.parametrize(("call_id", "reason", "message"), [
     (999, "x", "call 999 does not exist"),
-    (-4, "x", "call_id must be a positive id, got -4"),
+    (-4, "x", "call -4 does not exist"),
     (9, "", "rollback reason must not be empty"),
 ])
 def test_rollback_bad_input_writes_nothing(conn, call_id, reason, message) -> None:
@@ -231,8 +232,9 @@ def test_cli_validate_with_rollback_on_failure(conn, dsn, run_cli) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["404"], "error: call 404 does not exist"),
-    (["--", "-5"], "error: call_id must be a positive id, got -5"),
-    (["1", "--appointment", "-2"], "error: appointment_id must be a positive id, got -2"),
+    (["--", "-5"], "error: call -5 does not exist"),
+    (["99999999999999999999"], "is not in the range"),
+    (["1", "--appointment", "9223372036854775808"], "is not in the range"),
     (["abc"], "is not a valid integer"),
 ])
 def test_cli_validate_errors(conn, dsn, run_cli, args, message) -> None:

@@ -47,8 +47,8 @@ SELECT results_eq($$ SELECT from_state, to_state, at FROM consistency.circuit_br
 SELECT results_eq($$ SELECT severity, entity_type, entity_id, metadata->>'circuit_key',
                             metadata->>'failure_count'
                        FROM consistency.alerts WHERE alert_type = 'circuit_opened' $$,
-                  $$ VALUES ('critical', 'circuit', hashtextextended('svc:a', 0), 'svc:a', '3') $$,
-                  'circuit_opened critical alert, entity_id = hashtextextended(key, 0), key in metadata');
+                  $$ VALUES ('critical', 'circuit', hashtextextended('svc', 0), 'svc:a', '3') $$,
+                  'circuit_opened critical alert, entity_id = hashtextextended(family, 0), key in metadata');
 SELECT ok(NOT consistency.circuit_acquire('svc:a'), 'open: acquire refuses during the cooldown');
 SELECT consistency.circuit_record_failure('svc:a', 'late');
 SELECT results_eq($$ SELECT state, failure_count FROM consistency.circuit_status('svc:a') $$,

@@ -1,7 +1,7 @@
 -- The manual review queue: priorities, dedup, claim order, who may resolve,
 -- the audit trail, and that reviewers work through functions only.
 BEGIN;
-SELECT plan(30);
+SELECT plan(32);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 INSERT INTO public.calls (id, external_call_id) VALUES (201, 'r-201'), (202, 'r-202'), (203, 'r-203');
@@ -38,8 +38,13 @@ SELECT isnt(consistency.review_enqueue(202, 'service_not_found'), :low::bigint,
 
 SELECT throws_ok($$ SELECT consistency.review_enqueue(201, '') $$, '22023',
                  'review reason must not be empty', 'empty reason refused');
-SELECT throws_ok($$ SELECT consistency.review_enqueue(-201, 'x') $$, '22023',
-                 'call_id must be a positive id, got -201', 'negative call id refused');
+SELECT throws_ok($$ SELECT consistency.review_enqueue(NULL, 'x') $$, '22023',
+                 'call_id must not be NULL', 'no call id refused');
+SELECT throws_ok($$ SELECT consistency.review_enqueue(201, 'big', jsonb_build_object('blob', repeat('x', 70000))) $$,
+                 '22023', 'context is too large: 70012 bytes (at most 65536)',
+                 'a context beyond 64 kB is refused (it is copied into the append-only audit log)');
+SELECT lives_ok($$ SELECT consistency.review_enqueue(201, 'big', jsonb_build_object('blob', repeat('x', 60000))) $$,
+                'a context of 60 kB is taken');
 SELECT throws_ok($$ SELECT consistency.review_enqueue(999999, 'x') $$, 'P0002',
                  'call 999999 does not exist', 'unknown call refused');
 SELECT throws_ok($$ SELECT consistency.review_enqueue(201, 'x', '{}', 6) $$, '22023',

@@ -2,7 +2,7 @@
 -- rollback_booking: the six call fields, alert, review item and audit row,
 -- G1 wins, atomicity, bad input.
 BEGIN;
-SELECT plan(44);
+SELECT plan(45);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -117,13 +117,25 @@ SELECT is((SELECT count(*)::int FROM consistency.alerts) + (SELECT count(*)::int
           + (SELECT count(*)::int FROM consistency.manual_review_queue), 0,
           'validation writes no alert, audit row or review item');
 
+SET LOCAL session_replication_role = replica;
+INSERT INTO public.calls (id, external_call_id, appointment_made, appointment_link_status,
+                          active_appointment_count, session_outcome)
+VALUES (190, 'forever', true, 'linked', 1, 'appointment_booked');
+INSERT INTO public.appointments (id, call_id, external_booking_id, created_at)
+VALUES (1190, 190, 'b-forever', '-infinity');
+SET LOCAL session_replication_role = origin;
+SELECT results_eq($$ SELECT ok, reason, details -> 'age_seconds' FROM consistency.validate_booking(190) $$,
+                  $$ VALUES (false, 'appointment_too_old', 'null'::jsonb) $$,
+                  'an appointment created at -infinity has no age: too old, not an error');
+
 -- bad input
-SELECT throws_ok($$ SELECT * FROM consistency.validate_booking(0) $$, '22023',
-                 'call_id must be a positive id, got 0', 'call id 0 refused');
-SELECT throws_ok($$ SELECT * FROM consistency.validate_booking(-3) $$, '22023',
-                 'call_id must be a positive id, got -3', 'negative call id refused');
-SELECT throws_ok($$ SELECT * FROM consistency.validate_booking(101, -1) $$, '22023',
-                 'appointment_id must be a positive id, got -1', 'negative appointment id refused');
+SELECT throws_ok($$ SELECT * FROM consistency.validate_booking(NULL) $$, '22023',
+                 'call_id must not be NULL', 'no call id refused');
+SELECT throws_ok($$ SELECT * FROM consistency.validate_booking(-3) $$, 'P0002',
+                 'call -3 does not exist', 'a negative call id is an id like any other: unknown');
+SELECT results_eq($$ SELECT ok, reason FROM consistency.validate_booking(101, -1) $$,
+                  $$ VALUES (false, 'appointment_not_found') $$,
+                  'a negative appointment id is looked up like any other');
 SELECT throws_ok($$ SELECT * FROM consistency.validate_booking(101, NULL, ' ') $$, '22023', NULL,
                  'an empty external booking id is refused rather than silently skipped');
 SELECT throws_ok($$ SELECT * FROM consistency.validate_booking(424242) $$, 'P0002',
@@ -183,8 +195,8 @@ CREATE TEMP TABLE counts_before AS
            (SELECT count(*) FROM consistency.audit_log) AS audit;
 SELECT throws_ok($$ SELECT consistency.rollback_booking(424242, 'x') $$, 'P0002',
                  'call 424242 does not exist', 'rollback of an unknown call refused');
-SELECT throws_ok($$ SELECT consistency.rollback_booking(-1, 'x') $$, '22023',
-                 'call_id must be a positive id, got -1', 'rollback with a negative id refused');
+SELECT throws_ok($$ SELECT consistency.rollback_booking(NULL, 'x') $$, '22023',
+                 'call_id must not be NULL', 'rollback without a call id refused');
 SELECT throws_ok($$ SELECT consistency.rollback_booking(104, '  ') $$, '22023',
                  'rollback reason must not be empty', 'rollback with an empty reason refused');
 SELECT throws_ok($$ SELECT consistency.rollback_booking(104, NULL) $$, '22023',
