@@ -246,7 +246,7 @@ class _Database:
     the fallback."""
 
     def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
+        self.dsn = db.session_conninfo(dsn)
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self.thresholds = Thresholds()
@@ -256,7 +256,7 @@ class _Database:
         self._next_attempt = 0.0
         self._local: dict[str, LocalCircuit] = {}
         self._refused_logged: dict[str, float] = {}
-        self.mirror = circuit_mirror.Mirror(dsn, self._poll_mirror, self._heartbeat)
+        self.mirror = circuit_mirror.Mirror(self.dsn, self._poll_mirror, self._heartbeat)
         # False when the schema predates consistency.circuit_mirror (the
         # application upgraded before `consistency migrate`).
         self.mirror_supported = True

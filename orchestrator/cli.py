@@ -16,8 +16,6 @@ from typing import Any, TypeVar
 
 import click
 import psycopg
-from rich.markup import escape
-from rich.table import Table
 
 from orchestrator import breaker as breaker_mod
 from orchestrator import config, db, durations, monitor, output, review, scheduling, validation
@@ -330,8 +328,8 @@ def circuit_force(dsn: str | None, key: str, state: str, actor: str, reason: str
     say(f"circuit {key}: {state}" if changed else f"circuit {key} already {state}: unchanged")
 # --- relay -----------------------------------------------------------------------
 
-def _seconds(text: str, what: str) -> float:
-    return parse_duration(text, what=what).total_seconds()
+def _seconds(text: str, bounds: durations.Bounds) -> float:
+    return parse_duration(text, bounds).total_seconds()
 
 
 @cli.group("relay", invoke_without_command=True)
@@ -393,9 +391,9 @@ def relay(ctx: click.Context, dsn: str | None, sinks: tuple[str, ...], sinks_fil
     options = relay_mod.RelayOptions(
         batch=batch, concurrency=concurrency, lease_seconds=lease_seconds,
         poll_seconds=poll_seconds, timeout=timeout,
-        give_up_after=_seconds(give_up_after, "--give-up-after"), max_attempts=max_attempts,
-        base_delay=base_delay, max_delay=_seconds(backoff_cap, "--backoff-cap"),
-        backlog_seconds=_seconds(backlog, "--backlog") if backlog else None)
+        give_up_after=_seconds(give_up_after, durations.GIVE_UP), max_attempts=max_attempts,
+        base_delay=base_delay, max_delay=_seconds(backoff_cap, durations.BACKOFF_CAP),
+        backlog_seconds=_seconds(backlog, durations.BACKLOG) if backlog else None)
     options.check()
     for warning in sources.warnings:
         err.print(warning, markup=False)
@@ -442,12 +440,8 @@ def _age(seconds: float | None) -> str:
     return f"{s}s"
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
-        return _when(value)
-    return escape(str(value))
+def _cell(value: Any) -> Any:
+    return _when(value) if isinstance(value, dt.datetime) else value
 
 
 @relay.command("sinks")
@@ -461,10 +455,8 @@ def relay_sinks(dsn: str | None, as_json: bool) -> None:
     if as_json:
         print_json([{k: r[k] for k in keep} for r in rows])
         return
-    table = Table("id", "sink", "min", "status", "n", "oldest", "last seen")
-    for r in rows:
-        table.add_row(*(_cell(r[k]) for k in keep))
-    out.print(table)
+    table(("id", "sink", "min", "status", "n", "oldest", "last seen"),
+          [[_cell(r[k]) for k in keep] for r in rows])
 
 
 @relay.command("status")
@@ -481,20 +473,19 @@ def relay_status(dsn: str | None, as_json: bool) -> None:
     sinks = list(per_sink.values())
     if as_json:
         print_json(sinks)
+    elif not sinks:
+        say("no relay sink registered yet")
     else:
-        table = Table()
-        for column in ("id", "sink", "pending", "in flight", "retrying (oldest)", "dead",
-                       "delivered 1h", "last success", "last seen", "last error"):
-            table.add_column(column, overflow="fold")
+        rows = []
         for s in sinks:
             retrying = str(s["retrying"]) + (f" ({_age(s['retrying_oldest_seconds'])})"
                                              if s["retrying"] else "")
-            table.add_row(str(s["sink_id"]), escape(s["sink"]), str(s["pending"]),
-                          str(s["in_flight"]), retrying,
-                          f"[red]{s['dead']}[/]" if s["dead"] else "0",
-                          str(s["delivered_last_hour"]), _when(s["last_success_at"]),
-                          _when(s["last_seen_at"]), _cell(s["last_error"]))
-        out.print(table if sinks else "no relay sink registered yet")
+            rows.append([s["sink_id"], s["sink"], s["pending"], s["in_flight"], retrying,
+                         Styled(s["dead"], "red") if s["dead"] else 0,
+                         s["delivered_last_hour"], _when(s["last_success_at"]),
+                         _when(s["last_seen_at"]), s["last_error"]])
+        table(("id", "sink", "pending", "in flight", "retrying (oldest)", "dead",
+               "delivered 1h", "last success", "last seen", "last error"), rows)
     if any(s["dead"] for s in sinks):
         sys.exit(1)
 
@@ -511,12 +502,12 @@ def relay_redrive(dsn: str | None, sink_id: int | None, since: str | None,
                   alert_type: str | None, actor: str | None) -> None:
     """Put dead deliveries back to pending (audited): attempts and the
     give-up age start over; a running relay picks them up."""
-    since_td = parse_duration(since, what="--since") if since else None
+    since_td = parse_duration(since, durations.SINCE) if since else None
     with db.connect(db.resolve_dsn(dsn)) as conn:
         (count,), = conn.execute(db.query("relay_redrive"), {
             "sink_id": sink_id, "since": since_td, "alert_type": alert_type,
             "actor": actor or config.default_actor()}).fetchall()
-    out.print(f"re-drove {count} dead deliver{'y' if count == 1 else 'ies'}")
+    say(f"re-drove {count} dead deliver{'y' if count == 1 else 'ies'}")
 
 
 @relay.command("forget-sink")
@@ -529,7 +520,7 @@ def relay_forget_sink(dsn: str | None, sink_id: int) -> None:
         found = conn.execute(db.query("relay_forget_sink"), {"sink_id": sink_id}).fetchone()[0]
     if not found:
         raise GuardError(f"no relay sink with id {sink_id} (see consistency relay sinks)")
-    out.print(f"forgot sink {sink_id}")
+    say(f"forgot sink {sink_id}")
 
 
 for _alias, _command in (("relay-sinks", relay_sinks), ("relay-forget-sink", relay_forget_sink)):

@@ -29,6 +29,13 @@ INTERVAL = Bounds("interval", maximum=timedelta(days=7))
 # retention run --older-than: as far back as retention.alert_days may reach.
 AGE = Bounds("age")
 ANY = Bounds("duration")
+# relay: a delivery is retried until this age; a month outlasts any outage worth waiting for.
+GIVE_UP = Bounds("--give-up-after", maximum=timedelta(days=30))
+# relay: the longest wait between two attempts.
+BACKOFF_CAP = Bounds("--backoff-cap", maximum=timedelta(days=1))
+# relay: what a new sink also receives, and which dead deliveries a redrive takes.
+BACKLOG = Bounds("--backlog")
+SINCE = Bounds("--since")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

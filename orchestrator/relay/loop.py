@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
-from orchestrator.db import describe_error, query
+from orchestrator.db import describe_error, query, session_conninfo
 from orchestrator.errors import GuardError
 from orchestrator.relay.base import Alert, DeliveryError, Sink, TransientError
 
@@ -155,7 +155,7 @@ class Relay:
 
     def __init__(self, dsn: str, sinks: list[Sink], options: RelayOptions | None = None,
                  owner: str | None = None) -> None:
-        self.dsn = dsn
+        self.dsn = session_conninfo(dsn)
         self.sinks = sinks
         self.options = options or RelayOptions()
         self.options.check()

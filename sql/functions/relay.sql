@@ -20,13 +20,11 @@ CREATE OR REPLACE FUNCTION consistency._relay_first_due(p_digest_seconds integer
                                                         p_now timestamptz)
 RETURNS timestamptz
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE WHEN p_digest_seconds IS NOT NULL AND p_severity <> 'critical'
-                THEN date_bin(make_interval(secs => p_digest_seconds), p_now,
-                              timestamptz '2000-01-01 00:00:00+00')
-                     + make_interval(secs => p_digest_seconds)
-                ELSE p_now END
-$$;
+RETURN CASE WHEN p_digest_seconds IS NOT NULL AND p_severity <> 'critical'
+            THEN date_bin(make_interval(secs => p_digest_seconds), p_now,
+                          timestamptz '2000-01-01 00:00:00+00')
+                 + make_interval(secs => p_digest_seconds)
+            ELSE p_now END;
 
 -- Trigger function (statement level, transition table): every new alert gets
 -- a delivery row for every registered sink that takes its severity, in the

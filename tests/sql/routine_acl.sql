@@ -29,6 +29,7 @@ SELECT set_eq(
     ('consistency.circuit_record_failure(text,text)', 'consistency_app'),
     ('consistency.circuit_record_success(text)', 'consistency_app'),
     ('consistency.circuit_status(text)', 'consistency_app'),
+    ('consistency.circuit_mirror(text[])', 'consistency_app'),
     ('consistency.circuit_status(text)', 'consistency_monitor'),
     ('consistency.now()', 'consistency_app'),
     ('consistency.now()', 'consistency_reviewer'),
