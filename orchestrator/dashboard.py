@@ -38,6 +38,15 @@ def _chart(kind: type[pygal.graph.graph.Graph], colours: list[str], **config: An
     return kind(style=_style(colours), **{**settings, **config})
 
 
+def _count_ticks(largest: float) -> list[int] | None:
+    """Whole-number ticks for counts (pygal would label 0.2, 0.4 ... under 5)."""
+    top = int(largest)
+    if top < 1:
+        return None
+    step = max(1, -(-top // 6))
+    return list(range(0, top + step, step))
+
+
 def _svg(chart: Any) -> Markup:
     return Markup(chart.render(is_unicode=True))
 
@@ -70,7 +79,9 @@ def alerts_chart(series: list[dict[str, Any]]) -> Markup | None:
         return None
     chart = _chart(pygal.StackedBar, list(SEVERITY_COLOURS.values()),
                    x_label_rotation=0, show_minor_x_labels=False,
-                   x_labels_major_every=3, truncate_label=-1)
+                   x_labels_major_every=3, truncate_label=-1,
+                   y_labels=_count_ticks(max(h["critical"] + h["warning"] + h["info"]
+                                             for h in series)))
     chart.x_labels = [_hour_label(h["hour"]) for h in series]
     for severity in SEVERITY_COLOURS:
         chart.add(severity, [h[severity] or None for h in series])
@@ -81,7 +92,7 @@ def rate_chart(series: list[dict[str, Any]]) -> Markup | None:
     if not any(h["calls"] for h in series):
         return None
     chart = _chart(pygal.Line, ["#2e8b57"], range=(0, 100), show_legend=False,
-                   show_minor_x_labels=False, x_labels_major_every=3, fill=True,
+                   show_minor_x_labels=False, x_labels_major_every=3, truncate_label=-1,
                    value_formatter=lambda v: f"{v:.1f} %", dots_size=3,
                    allow_interruptions=True)
     chart.x_labels = [_hour_label(h["hour"]) for h in series]
@@ -106,7 +117,8 @@ def review_chart(review: dict[str, Any]) -> Markup | None:
     if not (review["pending"] or review["in_progress"]):
         return None
     chart = _chart(pygal.HorizontalBar, ["#e8a33d", "#4a90d9"], height=180,
-                   print_values=True, show_legend=True)
+                   print_values=True, show_legend=True,
+                   y_labels=_count_ticks(max(review["pending"], review["in_progress"])))
     chart.add("pending", review["pending"])
     chart.add("in progress", review["in_progress"])
     return _svg(chart)
@@ -116,7 +128,8 @@ def relay_chart(relay: list[dict[str, Any]]) -> Markup | None:
     if not relay:
         return None
     chart = _chart(pygal.HorizontalStackedBar, list(RELAY_COLOURS.values()),
-                   height=max(180, 70 * len(relay) + 90), truncate_label=40)
+                   height=max(180, 70 * len(relay) + 90), truncate_label=40,
+                   y_labels=_count_ticks(max(sum(s[k] for k in RELAY_COLOURS) for s in relay)))
     chart.x_labels = [s["sink"] for s in relay]
     for status in RELAY_COLOURS:
         chart.add(status.replace("_", " "), [s[status] or None for s in relay])
@@ -137,7 +150,8 @@ def _context(data: dict[str, Any], refresh_seconds: int) -> dict[str, Any]:
     alerts_day = sum(h["critical"] + h["warning"] + h["info"] for h in series)
     relay_owed = sum(s["pending"] + s["retrying"] + s["in_flight"] for s in data["relay"])
     relay_dead = sum(s["failed"] + s["dead"] for s in data["relay"])
-    not_closed = [c for c in data["circuit_list"] if c["state"] != "closed"]
+    not_closed = [c for c in data["circuit_list"]
+                  if c["state"] in ("open", "half_open", "forced_open")]
     empty = (not data["day"]["calls"] and not alerts_day and not data["check_runs"]
              and not data["circuit_list"] and not data["relay"]
              and not (data["review"]["pending"] or data["review"]["in_progress"]))

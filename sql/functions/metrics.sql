@@ -165,6 +165,15 @@ RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT 20 $$;
 
+-- Order of the dashboard's circuit list: what refuses calls first.
+CREATE OR REPLACE FUNCTION consistency._circuit_state_rank(p_state text)
+RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE p_state WHEN 'open' THEN 1 WHEN 'forced_open' THEN 2 WHEN 'half_open' THEN 3
+                        WHEN 'disabled' THEN 4 ELSE 5 END
+$$;
+
 -- Every circuit key known (a state row or a counted transition) with its label.
 CREATE OR REPLACE FUNCTION consistency._circuit_labels()
 RETURNS TABLE (circuit_key text, label text)
@@ -419,13 +428,14 @@ BEGIN
                        'opened_at', extract(epoch FROM s.opened_at),
                        'since', extract(epoch FROM s.since),
                        'seconds_in_state', extract(epoch FROM v_now - s.since))
-                       ORDER BY s.state = 'closed', s.since DESC, s.circuit_key), '[]')
+                       ORDER BY consistency._circuit_state_rank(s.state), s.since DESC,
+                                s.circuit_key), '[]')
               FROM (SELECT st.*, coalesce(
                                (SELECT max(e.at) FROM consistency.circuit_breaker_events AS e
                                  WHERE e.circuit_key = st.circuit_key),
                                st.updated_at) AS since
                       FROM consistency.circuit_breaker_states AS st
-                     ORDER BY st.state = 'closed', st.updated_at DESC
+                     ORDER BY consistency._circuit_state_rank(st.state), st.updated_at DESC
                      LIMIT 100) AS s),
         'circuits_total', (SELECT count(*) FROM consistency.circuit_breaker_states));
 END
