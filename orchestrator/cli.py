@@ -604,6 +604,21 @@ def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> No
           lambda r: mod.print_report(r, out))
 
 
+@bench.command("serve")
+@dsn_option
+@json_option
+@click.option("--calls", type=click.IntRange(min=100), default=1_000_000, show_default=True)
+@click.option("--alerts", type=click.IntRange(min=100), default=1_000_000, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=30, show_default=True)
+def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat: int) -> None:
+    """Cost of one scrape (consistency.metrics()) at 1M calls and 1M alerts (target < 50 ms)."""
+    from orchestrator.bench import serve as mod
+
+    _emit(mod.run(db.resolve_dsn(dsn), calls=calls, alerts=alerts, repeat=repeat,
+                  progress=None if as_json else (lambda m: err.print(m, style="dim"))),
+          as_json, mod.print_report)
+
+
 @bench.command("triggers")
 @dsn_option
 @click.option("--calls", type=click.IntRange(min=100), default=100_000, show_default=True,
@@ -719,6 +734,8 @@ def up(dsn: str | None, sinks: tuple[str, ...], every: str, window: str | None, 
     finally:
         runner.stop()
     err.print("stopped", markup=False)
+    if runner.failed:
+        sys.exit(1)
 
 
 # --- entry point ---------------------------------------------------------------

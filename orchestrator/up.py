@@ -81,6 +81,7 @@ class Up:
         self.parts: list[Part] = []
         self.server: server.ServerThread | None = None
         self.database: server.Database | None = None
+        self.failed = False
 
     # -- the parts -------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class Up:
             if self.server is not None and not self.server.alive:
                 self.health.set("serve", "stopped")
                 log.error("the HTTP server stopped; shutting down")
+                self.failed = True
                 return
 
     def stop(self) -> None:

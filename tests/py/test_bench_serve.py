@@ -1,0 +1,22 @@
+"""Smoke test of `consistency bench serve` with tiny sizes (coverage, not
+measurement)."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_bench_serve_runs_and_reports(cluster, run_cli, capsys) -> None:
+    result = run_cli("bench", "serve", "--dsn", cluster.dsn(), "--calls", "2000",
+                     "--alerts", "3000", "--repeat", "2", "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["calls"] == 2000
+    assert report["alerts"] + report["alerts_archived"] == 3000
+    assert report["deliveries"] > 0
+    assert [v["n"] for v in report["variants"]] == [2] * 5
+    assert report["variants"][0]["ratio"] == 1.0
+    from orchestrator.bench import serve
+
+    serve.print_report(report)
+    assert "scrape query < 50 ms" in capsys.readouterr().out
