@@ -174,50 +174,56 @@ AS $$
                         WHEN 'disabled' THEN 4 ELSE 5 END
 $$;
 
--- Every circuit key known (a state row or a counted transition) with its label.
+-- Every circuit key known (a state row or a counted transition) and its
+-- label, as one jsonb object (key -> label) that a scrape computes once.
 CREATE OR REPLACE FUNCTION consistency._circuit_labels()
-RETURNS TABLE (circuit_key text, label text)
+RETURNS jsonb
 LANGUAGE sql STABLE
 AS $$
     WITH keys AS (
-        SELECT s.circuit_key FROM consistency.circuit_breaker_states AS s
-        UNION
-        SELECT v.label1 FROM consistency._metric_counter_values('circuit_transitions') AS v
-    ), families AS (
-        SELECT DISTINCT consistency._circuit_family(k.circuit_key) AS family FROM keys AS k
+        SELECT k.circuit_key, consistency._circuit_family(k.circuit_key) AS family
+          FROM (SELECT s.circuit_key FROM consistency.circuit_breaker_states AS s
+                UNION
+                SELECT v.label1 FROM consistency._metric_counter_values('circuit_transitions') AS v
+               ) AS k
     ), kept AS (
-        SELECT f.family FROM families AS f ORDER BY f.family
+        SELECT DISTINCT k.family FROM keys AS k ORDER BY k.family
          LIMIT consistency._circuit_label_cap()
     )
-    SELECT k.circuit_key,
-           coalesce((SELECT kept.family FROM kept
-                      WHERE kept.family = consistency._circuit_family(k.circuit_key)), 'other')
+    SELECT coalesce(jsonb_object_agg(k.circuit_key, coalesce(kept.family, 'other')), '{}')
       FROM keys AS k
+      LEFT JOIN kept ON kept.family = k.family
 $$;
 
 -- Windows -------------------------------------------------------------------
 
 -- Calls created since p_since: how many, how many tried to book, how many
 -- bookings failed, how many are inconsistent (a critical or warning alert on
--- the call, as daily_report counts them). Alerts of a call are raised after
--- it was created, so the outbox (not the archive, which holds alerts older
--- than retention.alert_days >= 1 day) has them for windows up to a day.
+-- the call, as daily_report counts them). An alert about a call is raised
+-- after the call was created, so the alerts of the window's calls are among
+-- the alerts detected since p_since: one range of each index and a hash
+-- join, instead of a probe of the alerts per call (17k probes for a day of
+-- a million calls a month cost more than the whole scrape may).
 CREATE OR REPLACE FUNCTION consistency._call_window(p_since timestamptz)
 RETURNS TABLE (calls bigint, booking_attempts bigint, booking_failures bigint,
                inconsistent_calls bigint, validation_failures bigint)
 LANGUAGE sql STABLE
 AS $$
+    WITH flagged AS (
+        SELECT DISTINCT a.entity_id
+          FROM consistency.alerts AS a
+         WHERE a.severity IN ('critical', 'warning') AND a.detected_at >= p_since
+           AND a.entity_type = 'call'
+    )
     SELECT count(*),
            count(*) FILTER (WHERE c.booking_failed OR c.session_outcome IN
                             ('appointment_booked', 'appointment_rescheduled', 'creation_failed')),
            count(*) FILTER (WHERE c.booking_failed),
-           count(*) FILTER (WHERE EXISTS (
-               SELECT 1 FROM consistency.alerts AS a
-                WHERE a.entity_type = 'call' AND a.entity_id = c.id
-                  AND a.severity IN ('critical', 'warning'))),
+           count(f.entity_id),
            (SELECT count(*) FROM consistency.alerts AS a
              WHERE a.alert_type = 'appointment_rollback' AND a.detected_at >= p_since)
       FROM public.calls AS c
+      LEFT JOIN flagged AS f ON f.entity_id = c.id
      WHERE c.created_at >= p_since
 $$;
 
@@ -253,16 +259,19 @@ $$;
 -- The scrape ----------------------------------------------------------------
 
 -- Everything one Prometheus scrape exports, as one document (one query).
+-- jit = off: the estimates of these small reads over large tables cross the
+-- JIT thresholds, and compiling costs ten times what the reads do.
 CREATE OR REPLACE FUNCTION consistency.metrics()
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
 AS $$
 DECLARE
     v_now     timestamptz := consistency.now();
     v_day     record;
     v_windows jsonb;
     v_last    consistency.check_runs;
+    v_labels  jsonb := consistency._circuit_labels();
 BEGIN
     SELECT * INTO v_day FROM consistency._call_window(v_now - interval '24 hours');
     SELECT jsonb_agg(jsonb_build_object('window', w.name) || to_jsonb(cw) ORDER BY w.span)
@@ -294,15 +303,15 @@ BEGIN
         'circuit_transitions_total', coalesce((
             SELECT jsonb_agg(jsonb_build_object('key', t.label, 'to', t.to_state, 'value', t.n)
                              ORDER BY t.label, t.to_state)
-              FROM (SELECT l.label, v.label2 AS to_state, sum(v.value) AS n
+              FROM (SELECT v_labels ->> v.label1 AS label, v.label2 AS to_state,
+                           sum(v.value) AS n
                       FROM consistency._metric_counter_values('circuit_transitions') AS v
-                      JOIN consistency._circuit_labels() AS l ON l.circuit_key = v.label1
-                     GROUP BY l.label, v.label2) AS t), '[]'),
+                     GROUP BY 1, 2) AS t), '[]'),
         'circuits', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                        'key', f.label, 'states', f.states,
                        'open_seconds', f.open_seconds) ORDER BY f.label)
-              FROM (SELECT l.label,
+              FROM (SELECT v_labels ->> s.circuit_key AS label,
                            jsonb_build_object(
                                'closed', count(*) FILTER (WHERE s.state = 'closed'),
                                'open', count(*) FILTER (WHERE s.state = 'open'),
@@ -313,8 +322,7 @@ BEGIN
                                     FILTER (WHERE s.state IN ('open', 'half_open', 'forced_open')),
                                     0) AS open_seconds
                       FROM consistency.circuit_breaker_states AS s
-                      JOIN consistency._circuit_labels() AS l ON l.circuit_key = s.circuit_key
-                     GROUP BY l.label) AS f), '[]'),
+                     GROUP BY 1) AS f), '[]'),
         'review', (
             SELECT jsonb_build_object(
                        'pending', count(*) FILTER (WHERE q.status = 'pending'),
@@ -361,7 +369,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency.status(p_hours integer DEFAULT 24)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
 AS $$
 DECLARE
     v_now   timestamptz := consistency.now();
@@ -406,12 +414,15 @@ BEGIN
                    WHERE x.detected_at >= v_since
                    GROUP BY 1) AS a ON a.hour = h.hour
               LEFT JOIN (
+                  -- As in _call_window: the alerts of these calls came after them.
                   SELECT date_trunc('hour', k.created_at) AS hour, count(*) AS calls,
-                         count(*) FILTER (WHERE EXISTS (
-                             SELECT 1 FROM consistency.alerts AS y
-                              WHERE y.entity_type = 'call' AND y.entity_id = k.id
-                                AND y.severity IN ('critical', 'warning'))) AS bad
+                         count(f.entity_id) AS bad
                     FROM public.calls AS k
+                    LEFT JOIN (SELECT DISTINCT y.entity_id
+                                 FROM consistency.alerts AS y
+                                WHERE y.severity IN ('critical', 'warning')
+                                  AND y.detected_at >= v_since
+                                  AND y.entity_type = 'call') AS f ON f.entity_id = k.id
                    WHERE k.created_at >= v_since
                    GROUP BY 1) AS c ON c.hour = h.hour),
         'check_runs', (
