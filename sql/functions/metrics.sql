@@ -38,12 +38,13 @@ BEGIN
 END
 $$;
 
--- Appends increments and folds every 128th delta id: the delta table stays
--- small without a fold (and its locks) in every counting transaction.
-CREATE OR REPLACE FUNCTION consistency._count_metric(
-    p_metric text, p_label1 text[], p_label2 text[], p_values bigint[])
-RETURNS void
-LANGUAGE plpgsql VOLATILE
+-- Statement triggers (sql/triggers/metric_counters.sql): one delta row per
+-- label set of the statement, in one INSERT, and a fold when a delta id is a
+-- multiple of 128, so the delta table stays small without a fold (and its
+-- locks) in every counting transaction.
+CREATE OR REPLACE FUNCTION consistency._count_alerts()
+RETURNS trigger
+LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -51,36 +52,14 @@ DECLARE
 BEGIN
     WITH ins AS (
         INSERT INTO consistency.metric_counter_deltas (metric, label1, label2, value)
-        SELECT p_metric, coalesce(l1, ''), coalesce(l2, ''), v
-          FROM unnest(p_label1, p_label2, p_values) AS x(l1, l2, v)
-         WHERE v <> 0
+        SELECT 'alerts', a.alert_type, a.severity, count(*)
+          FROM new_alerts AS a
+         GROUP BY a.alert_type, a.severity
         RETURNING id
     )
-    SELECT bool_or(id % 128 = 0) INTO v_fold FROM ins;
+    SELECT bool_or(ins.id % 128 = 0) INTO v_fold FROM ins;
     IF v_fold THEN
         PERFORM consistency._fold_metric_counters();
-    END IF;
-END
-$$;
-
--- Statement triggers (sql/triggers/metric_counters.sql), one delta per label
--- set of the statement.
-CREATE OR REPLACE FUNCTION consistency._count_alerts()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_l1 text[];
-    v_l2 text[];
-    v_n  bigint[];
-BEGIN
-    SELECT array_agg(alert_type), array_agg(severity), array_agg(n)
-      INTO v_l1, v_l2, v_n
-      FROM (SELECT alert_type, severity, count(*) AS n
-              FROM new_alerts GROUP BY alert_type, severity) AS g;
-    IF v_n IS NOT NULL THEN
-        PERFORM consistency._count_metric('alerts', v_l1, v_l2, v_n);
     END IF;
     RETURN NULL;
 END
@@ -92,19 +71,22 @@ LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_l1 text[];
-    v_n  bigint[];
+    v_fold boolean;
 BEGIN
-    SELECT array_agg(rule), array_agg(n) INTO v_l1, v_n
-      FROM (SELECT r.key AS rule, sum((r.value ->> 'corrected')::bigint) AS n
-              FROM new_runs AS c, jsonb_each(c.rules) AS r
-             GROUP BY r.key) AS g;
-    IF v_n IS NOT NULL THEN
-        PERFORM consistency._count_metric('corrections', v_l1,
-                                          array_fill(''::text, ARRAY[cardinality(v_l1)]), v_n);
+    WITH ins AS (
+        INSERT INTO consistency.metric_counter_deltas (metric, label1, label2, value)
+        SELECT 'corrections', r.key, '', sum((r.value ->> 'corrected')::bigint)
+          FROM new_runs AS c, jsonb_each(c.rules) AS r
+         GROUP BY r.key
+        HAVING sum((r.value ->> 'corrected')::bigint) <> 0
+        UNION ALL
+        SELECT 'check_runs', '', '', count(*) FROM new_runs HAVING count(*) > 0
+        RETURNING id
+    )
+    SELECT bool_or(ins.id % 128 = 0) INTO v_fold FROM ins;
+    IF v_fold THEN
+        PERFORM consistency._fold_metric_counters();
     END IF;
-    PERFORM consistency._count_metric('check_runs', ARRAY[''], ARRAY[''],
-                                      ARRAY[(SELECT count(*) FROM new_runs)]);
     RETURN NULL;
 END
 $$;
@@ -115,16 +97,18 @@ LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_l1 text[];
-    v_l2 text[];
-    v_n  bigint[];
+    v_fold boolean;
 BEGIN
-    SELECT array_agg(circuit_key), array_agg(to_state), array_agg(n)
-      INTO v_l1, v_l2, v_n
-      FROM (SELECT circuit_key, to_state, count(*) AS n
-              FROM new_events GROUP BY circuit_key, to_state) AS g;
-    IF v_n IS NOT NULL THEN
-        PERFORM consistency._count_metric('circuit_transitions', v_l1, v_l2, v_n);
+    WITH ins AS (
+        INSERT INTO consistency.metric_counter_deltas (metric, label1, label2, value)
+        SELECT 'circuit_transitions', e.circuit_key, e.to_state, count(*)
+          FROM new_events AS e
+         GROUP BY e.circuit_key, e.to_state
+        RETURNING id
+    )
+    SELECT bool_or(ins.id % 128 = 0) INTO v_fold FROM ins;
+    IF v_fold THEN
+        PERFORM consistency._fold_metric_counters();
     END IF;
     RETURN NULL;
 END

@@ -116,3 +116,29 @@ def test_up_refuses_a_bad_sink_before_starting(dsn, run_cli) -> None:
     assert result.code == 2 and "Traceback" not in result.err
     bad_every = run_cli("up", "--dsn", dsn, "--every", "soon", "--port", str(free_port()))
     assert bad_every.code == 2 and "invalid interval" in bad_every.err
+
+
+def test_a_part_that_crashes_is_restarted_and_reported() -> None:
+    from orchestrator import server, up
+
+    health = server.Health()
+    halt = threading.Event()
+    calls: list[float] = []
+    release = threading.Event()
+
+    def run() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise RuntimeError("lost the database")
+        release.wait(10)
+
+    part = up.Part("worker", run, release.set, health, halt, max_backoff=0.2)
+    part.start()
+    wait_for(lambda: len(calls) == 2, timeout=10, what="the restart")
+    state = health.snapshot()["worker"]
+    assert state["state"] == "running" and state["restarts"] == 1
+    assert "RuntimeError: lost the database" in state["last_error"]
+    halt.set()
+    part.stop(timeout=5)
+    assert not part.thread.is_alive()
+    assert health.snapshot()["worker"]["state"] == "stopped"
