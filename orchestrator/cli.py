@@ -610,12 +610,17 @@ def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> No
 @click.option("--calls", type=click.IntRange(min=100), default=1_000_000, show_default=True)
 @click.option("--alerts", type=click.IntRange(min=100), default=1_000_000, show_default=True)
 @click.option("--repeat", type=click.IntRange(min=1), default=30, show_default=True)
-def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat: int) -> None:
-    """Cost of one scrape (consistency.metrics()) at 1M calls and 1M alerts (target < 50 ms)."""
+@click.option("--write-repeat", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Samples of raising 20 alerts with and without the metric counters.")
+def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat: int,
+                write_repeat: int) -> None:
+    """Cost of one scrape (consistency.metrics()) at 1M calls and 1M alerts (target < 50 ms),
+    and what the metric counters cost the writers of alerts."""
     from orchestrator.bench import serve as mod
 
     _emit(mod.run(db.resolve_dsn(dsn), calls=calls, alerts=alerts, repeat=repeat,
-                  progress=None if as_json else (lambda m: err.print(m, style="dim"))),
+                  progress=None if as_json else (lambda m: err.print(m, style="dim")),
+                  write_repeat=write_repeat),
           as_json, mod.print_report)
 
 

@@ -83,3 +83,11 @@ SELECT (SELECT count(*) FROM public.calls), (SELECT count(*) FROM consistency.al
        (SELECT count(*) FROM consistency.alerts_archive),
        (SELECT count(*) FROM consistency.relay_deliveries),
        (SELECT count(*) FROM consistency.metric_counter_deltas)
+
+-- name: bench_serve_raise_set --
+-- What one DELETE of 100 appointments raises: 20 appointment_unlinked alerts.
+SELECT count(*)
+  FROM consistency._raise_alerts('appointment_unlinked', 'warning', 'call',
+                                 ARRAY(SELECT %(first)s + g FROM generate_series(1, 20) AS g),
+                                 array_fill('lost its appointment'::text, ARRAY[20]),
+                                 array_fill('{}'::jsonb, ARRAY[20]))

@@ -8,7 +8,7 @@ import json
 
 def test_bench_serve_runs_and_reports(cluster, run_cli, capsys) -> None:
     result = run_cli("bench", "serve", "--dsn", cluster.dsn(), "--calls", "2000",
-                     "--alerts", "3000", "--repeat", "2", "--json")
+                     "--alerts", "3000", "--repeat", "2", "--write-repeat", "3", "--json")
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert report["calls"] == 2000
@@ -16,7 +16,9 @@ def test_bench_serve_runs_and_reports(cluster, run_cli, capsys) -> None:
     assert report["deliveries"] > 0
     assert [v["n"] for v in report["variants"]] == [2] * 5
     assert report["variants"][0]["ratio"] == 1.0
+    assert [w["n"] for w in report["write_cost"]] == [3, 3]
     from orchestrator.bench import serve
 
     serve.print_report(report)
-    assert "scrape query < 50 ms" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "scrape query < 50 ms" in printed and "raising 20 alerts" in printed
