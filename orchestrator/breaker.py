@@ -14,15 +14,26 @@ call with it::
     with breaker:                                          # or `async with breaker:`
         calendar.book(slot)
 
-- Before the call: ``circuit_acquire``; when it refuses, CircuitOpenError is
-  raised and the call does not run.
+- Before the call the circuit must admit it; when it refuses, CircuitOpenError
+  is raised and the call does not run. A closed (or disabled) circuit admits
+  without a round trip: each process mirrors the circuits it uses
+  (``orchestrator/circuit_mirror.py``: filled on first use, kept current by
+  LISTEN, polled while it cannot listen). Every other decision is
+  ``circuit_acquire`` in the database, so exactly one worker of all processes
+  becomes the probe of a half-open circuit. The mirror's docstring says how
+  long a call may still pass a circuit another process has just opened.
+- After the call: a success on a closed circuit without failures changes
+  nothing and is not sent; every other outcome is recorded in the database.
 - The call gets ``circuit_breaker.timeout_seconds``. At the deadline the
   caller gets CallTimeoutError back and the call counts as a failure.
   Async: the task is cancelled (and not waited for). Sync (``call`` and the
-  decorator): the call runs in a daemon thread that is abandoned at the
-  deadline, because Python cannot stop a thread; whatever it does afterwards
-  (including a late booking) still happens and is not counted. A sync
-  ``with`` block cannot be interrupted at all: a block that overruns the
+  decorator): the call runs in a shared, bounded set of WORKERS daemon
+  threads (``orchestrator/deadline_pool.py``); at the deadline it is
+  abandoned, because Python cannot stop a thread: whatever it does afterwards
+  (including a late booking) still happens and is not counted. When every
+  worker is held by an abandoned call, a new call that no worker takes before
+  its deadline does not run at all (CallTimeoutError, ``started`` False). A
+  sync ``with`` block cannot be interrupted at all: a block that overruns the
   deadline counts as a failure when it ends.
 - Exceptions propagate unchanged (the same object). Those listed in
   ``exclude=`` mean the service answered (e.g. "slot taken") and count as a
@@ -34,8 +45,18 @@ call with it::
   warning, retries the database every RETRY_INTERVAL seconds and, once it
   answers, logs that and goes back to the shared state (the in-process state
   is dropped: the database is the truth).
+- No database error reaches the caller. One that is not about reaching the
+  database (a setting the database cannot turn into an interval or a count,
+  a missing grant) is logged, once a minute per kind, and decided
+  in-process: a call is refused when the circuit was last seen open,
+  half-open or forced open, else admitted by the key's in-process breaker;
+  an outcome the database does not record goes to that in-process breaker,
+  which from then on sees every outcome of the key and may refuse its calls,
+  until the database records one again. Thresholds read from the settings
+  are bounded here too (a value outside is clamped, one that is not a
+  number keeps its default, both logged).
 
-Every breaker of a DSN in a process shares one psycopg_pool pool.
+Every breaker of a DSN in a process shares one psycopg_pool pool and one mirror.
 """
 
 from __future__ import annotations
@@ -47,6 +68,8 @@ import functools
 import inspect
 import json
 import logging
+import math
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -57,7 +80,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from orchestrator import db
+from orchestrator import circuit_mirror, db
+from orchestrator.deadline_pool import DeadlineExceeded, DeadlinePool
 from orchestrator.errors import GuardError
 
 log = logging.getLogger(__name__)
@@ -75,6 +99,11 @@ CONNECT_TIMEOUT = 2     # libpq connect_timeout of new connections
 SETTINGS_TTL = 30.0     # thresholds are re-read from consistency.settings this often
 STATEMENT_TIMEOUT_MS = 2000  # a stuck database must not hold the caller: it degrades instead
 POOL_MAX_SIZE = 10
+WORKERS = 32            # threads that run sync calls under their deadline, per process
+REFUSED_LOG_INTERVAL = 60.0  # one log line per kind of database error this often
+
+# States in which the database refuses a call that is not the probe.
+_REFUSING = frozenset({"open", "half_open", "forced_open"})
 
 
 class CircuitOpenError(Exception):
@@ -87,12 +116,26 @@ class CircuitOpenError(Exception):
 
 
 class CallTimeoutError(TimeoutError):
-    """The protected call did not finish within timeout_seconds (a failure)."""
+    """The protected call did not finish within timeout_seconds (a failure).
+    ``started`` is False when no worker was free to start it before then."""
 
-    def __init__(self, key: str, timeout: float) -> None:
+    def __init__(self, key: str, timeout: float, started: bool = True) -> None:
         self.key = key
         self.timeout = timeout
-        super().__init__(f"call through circuit {key!r} exceeded its {timeout:g} s deadline")
+        self.started = started
+        what = "exceeded" if started else f"found all {WORKERS} workers busy for"
+        super().__init__(f"call through circuit {key!r} {what} its {timeout:g} s deadline")
+
+
+# What the breaker accepts from the settings, whatever the table holds (the
+# database bounds them when they are set; a value written around set_setting
+# must not turn into an exception in the booking code): kind, least, most.
+_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "failure_threshold": (int, 1, 1_000_000),
+    "cooldown_seconds": (float, 0.0, 10 * 365 * 86400.0),
+    "success_threshold": (int, 1, 1_000_000),
+    "timeout_seconds": (float, 0.001, 365 * 86400.0),
+}
 
 
 @dataclass(frozen=True)
@@ -103,15 +146,38 @@ class Thresholds:
     timeout_seconds: float = 10.0
 
     @classmethod
-    def from_settings(cls, rows: Iterable[tuple[str, Any]]) -> Thresholds:
+    def from_settings(cls, rows: Iterable[tuple[str, Any]],
+                      problems: list[str] | None = None) -> Thresholds:
+        """Values out of bounds are clamped; values that are not numbers
+        keep the default. Each is described in ``problems``."""
         values = {key.removeprefix("circuit_breaker."): value for key, value in rows}
-        default = cls()
-        return cls(
-            failure_threshold=int(values.get("failure_threshold", default.failure_threshold)),
-            cooldown_seconds=float(values.get("cooldown_seconds", default.cooldown_seconds)),
-            success_threshold=int(values.get("success_threshold", default.success_threshold)),
-            timeout_seconds=float(values.get("timeout_seconds", default.timeout_seconds)),
-        )
+        chosen: dict[str, Any] = {}
+        for name, (kind, least, most) in _BOUNDS.items():
+            if name not in values:
+                continue
+            raw = values[name]
+            number = _number(raw)
+            if number is None:
+                if problems is not None:
+                    problems.append(f"circuit_breaker.{name} = {repr(raw)[:60]} is not a "
+                                    f"number: using {getattr(cls(), name)}")
+                continue
+            bounded = min(max(number, least), most)
+            if bounded != number and problems is not None:
+                problems.append(f"circuit_breaker.{name} = {number:g} is outside [{least:g}, "
+                                f"{most:g}]: using {bounded:g}")
+            chosen[name] = kind(round(bounded) if kind is int else bounded)
+        return cls(**chosen)
+
+
+def _number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    try:
+        number = float(raw)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if math.isnan(number) else number
 
 
 class LocalCircuit:
@@ -170,8 +236,14 @@ class _Unreachable(Exception):
     """The database cannot be used right now; the caller falls back."""
 
 
+class _Refused(Exception):
+    """The database answered with an error that is not about reaching it
+    (logged); the caller decides in-process."""
+
+
 class _Database:
-    """Per DSN and process: the connection pool, the thresholds, the fallback."""
+    """Per DSN and process: the connection pool, the mirror, the thresholds,
+    the fallback."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -179,9 +251,15 @@ class _Database:
         self._pool: ConnectionPool | None = None
         self.thresholds = Thresholds()
         self._settings_read_at: float | None = None
+        self._settings_problems: tuple[str, ...] = ()
         self.down_since: float | None = None
         self._next_attempt = 0.0
         self._local: dict[str, LocalCircuit] = {}
+        self._refused_logged: dict[str, float] = {}
+        self.mirror = circuit_mirror.Mirror(dsn, self._poll_mirror, self._heartbeat)
+        # False when the schema predates consistency.circuit_mirror (the
+        # application upgraded before `consistency migrate`).
+        self.mirror_supported = True
 
     # -- connections --------------------------------------------------------
 
@@ -197,6 +275,7 @@ class _Database:
             return self._pool
 
     def close(self) -> None:
+        self.mirror.close()
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
@@ -220,9 +299,13 @@ class _Database:
             return False
         return True
 
-    def execute(self, name: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
-        """Run one named query; raise _Unreachable when the database cannot
-        be reached (other errors are bugs and propagate)."""
+    def execute(self, name: str, params: dict[str, Any], *,
+                read_key: str | None = None) -> tuple[Any, ...] | None:
+        """Run one named query and return its first row. With ``read_key``,
+        that key's mirror row is read in the same round trip (a pipeline:
+        one transaction, so the read sees the query's change) and applied.
+        Raises _Unreachable when the database cannot be reached, _Refused
+        when it answers with an error."""
         if not self._may_try():
             raise _Unreachable
         try:
@@ -230,18 +313,80 @@ class _Database:
                 if (self._settings_read_at is None
                         or time.monotonic() - self._settings_read_at > SETTINGS_TTL):
                     self._read_settings(conn)
-                row = conn.execute(db.query(name), params, prepare=True).fetchone()
+                if read_key is None or not self.mirror_supported:
+                    row = conn.execute(db.query(name), params, prepare=True).fetchone()
+                else:
+                    with conn.pipeline():
+                        cur = conn.execute(db.query(name), params, prepare=True)
+                        read = conn.execute(db.query("circuit_mirror"), {"keys": [read_key]},
+                                            prepare=True)
+                    row = cur.fetchone()
+                    self.mirror.apply(read.fetchall())
         except (psycopg.OperationalError, PoolTimeout) as exc:
             self._went_down(exc)
             raise _Unreachable from exc
+        except psycopg.errors.UndefinedFunction as exc:
+            if read_key is None or "circuit_mirror" not in str(exc):
+                self._refused(name, exc)
+                raise _Refused from exc
+            self._mirror_unsupported()
+            return self.execute(name, params)
+        except psycopg.Error as exc:
+            self._refused(name, exc)
+            raise _Refused from exc
         if self.down_since is not None:
             self._came_back()
         return row
 
     def _read_settings(self, conn: psycopg.Connection) -> None:
+        problems: list[str] = []
         self.thresholds = Thresholds.from_settings(
-            conn.execute(db.query("circuit_settings")).fetchall())
+            conn.execute(db.query("circuit_settings")).fetchall(), problems)
         self._settings_read_at = time.monotonic()
+        if tuple(problems) != self._settings_problems:
+            self._settings_problems = tuple(problems)
+            for problem in problems:
+                log.warning("circuit breaker: %s", problem)
+
+    # -- the mirror's reads ------------------------------------------------------
+
+    def _poll_mirror(self, keys: list[str]) -> list[circuit_mirror.Row]:
+        if self.down_since is not None or not self.mirror_supported:
+            raise _Unreachable
+        # Not the callers' POOL_TIMEOUT: a poll that cannot get a connection
+        # soon is better skipped (nothing is trusted meanwhile).
+        with self._get_pool().connection(timeout=circuit_mirror.POLL_INTERVAL) as conn:
+            return conn.execute(db.query("circuit_mirror"), {"keys": keys},
+                                prepare=True).fetchall()
+
+    def _heartbeat(self, conn: psycopg.Connection) -> None:
+        """On the listener's connection: calls admitted in-process never
+        reach execute(), so the thresholds are kept fresh from here."""
+        if (self._settings_read_at is None
+                or time.monotonic() - self._settings_read_at > SETTINGS_TTL):
+            self._read_settings(conn)
+
+    def _mirror_unsupported(self) -> None:
+        with self._lock:
+            if not self.mirror_supported:
+                return
+            self.mirror_supported = False
+        log.warning("circuit breaker: consistency.circuit_mirror is missing (run `consistency "
+                    "migrate`); every call goes to the database")
+        self.mirror.close()
+
+    # -- failures -----------------------------------------------------------------
+
+    def _refused(self, name: str, exc: psycopg.Error) -> None:
+        kind = exc.sqlstate or type(exc).__name__
+        now = time.monotonic()
+        with self._lock:
+            last = self._refused_logged.get(kind)
+            if last is not None and now - last < REFUSED_LOG_INTERVAL:
+                return
+            self._refused_logged[kind] = now
+        log.error("circuit breaker: %s failed in the database (%s); deciding in-process",
+                  name, db.describe_error(exc))
 
     def _went_down(self, exc: BaseException) -> None:
         with self._lock:
@@ -273,6 +418,19 @@ class _Database:
         with self._lock:
             return self._local.setdefault(key, LocalCircuit())
 
+    # While the database is reachable, an in-process breaker exists for a key
+    # only because the database refused to record one of its outcomes: it
+    # stands in for the shared count (every outcome goes to it too, and it
+    # may refuse calls) until the database records one again.
+
+    def stand_in(self, key: str) -> LocalCircuit | None:
+        return self._local.get(key) if self._local and self.down_since is None else None
+
+    def drop_stand_in(self, key: str) -> None:
+        if key in self._local and self.down_since is None:
+            with self._lock:
+                self._local.pop(key, None)
+
 
 def _configure(conn: psycopg.Connection) -> None:
     conn.execute(db.query("circuit_session_setup"), {"ms": STATEMENT_TIMEOUT_MS})
@@ -280,6 +438,8 @@ def _configure(conn: psycopg.Connection) -> None:
 
 _DATABASES: dict[str, _Database] = {}
 _DATABASES_LOCK = threading.Lock()
+# Process-wide, like the pools: sync calls run here under their deadline.
+_WORKER_POOL = DeadlinePool(lambda: WORKERS, "consistency-breaker-worker")
 
 
 def _database(dsn: str) -> _Database:
@@ -295,7 +455,7 @@ def _database(dsn: str) -> _Database:
 
 @atexit.register
 def close_pools() -> None:
-    """Close every pool of this process (also run at exit)."""
+    """Close every pool and mirror of this process (also run at exit)."""
     with _DATABASES_LOCK:
         databases = list(_DATABASES.values())
         _DATABASES.clear()
@@ -303,11 +463,28 @@ def close_pools() -> None:
         database.close()
 
 
+def _forget_after_fork() -> None:
+    """A forked worker (gunicorn, celery prefork) has none of its parent's
+    threads and must not share its connections: it starts afresh."""
+    global _DATABASES_LOCK, _WORKER_POOL
+    _DATABASES.clear()
+    _DATABASES_LOCK = threading.Lock()
+    _WORKER_POOL = DeadlinePool(lambda: WORKERS, "consistency-breaker-worker")
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 @dataclass(frozen=True)
 class _Ticket:
     """Who admitted the call, so its outcome goes back to the same place."""
 
-    local: LocalCircuit | None  # None: the database
+    local: LocalCircuit | None  # None: the database (or its mirror)
+
+
+_SHARED = _Ticket(None)
+# An exception that records nothing (see CircuitBreaker._outcome).
+_NOTHING = object()
 
 
 def _describe(exc: BaseException) -> str:
@@ -322,15 +499,17 @@ def _consume(task: asyncio.Future[Any]) -> None:
 
 
 class CircuitBreaker:
-    """Protects calls under one circuit key; see the module docstring."""
+    """Protects calls under one circuit key; see the module docstring.
+    ``mirror=False`` asks the database about every call (two round trips)."""
 
     def __init__(self, key: str, *, dsn: str | None = None,
-                 exclude: Iterable[type[BaseException]] = ()) -> None:
+                 exclude: Iterable[type[BaseException]] = (), mirror: bool = True) -> None:
         if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_LENGTH:
             raise ValueError(f"circuit key must be a non-empty string of at most "
                              f"{MAX_KEY_LENGTH} characters")
         self.key = key
         self.exclude = tuple(exclude)
+        self._mirrored = mirror
         self._dsn = db.resolve_dsn(dsn)
         self._entered: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar(
             f"circuit_entered_{id(self)}", default=())
@@ -353,50 +532,113 @@ class CircuitBreaker:
         """True while this process uses in-process breakers for this DSN."""
         return self._db.down_since is not None
 
+    @property
+    def mirror(self) -> circuit_mirror.Mirror:
+        """This process's mirror of the circuits of this DSN."""
+        return self._db.mirror
+
     # -- the protocol ---------------------------------------------------------
 
+    def _admitted_in_process(self) -> _Ticket | None:
+        database = self._db
+        if self._mirrored and database.down_since is None and database.mirror.admits(self.key):
+            return _SHARED
+        return None
+
+    def _watch(self, database: _Database) -> str | None:
+        """The key to read back with a query, so the mirror holds it."""
+        if not self._mirrored or not database.mirror_supported:
+            return None
+        database.mirror.watch(self.key)
+        return self.key
+
+    def _check_stand_in(self) -> None:
+        database = self._db
+        stand_in = database.stand_in(self.key)
+        if stand_in is not None and not stand_in.acquire(database.thresholds):
+            raise CircuitOpenError(self.key, stand_in.state)
+
     def _acquire(self) -> _Ticket:
+        self._check_stand_in()
+        return self._admitted_in_process() or self._acquire_from_database()
+
+    def _acquire_from_database(self) -> _Ticket:
+        database = self._db
+        read_key = self._watch(database)
         try:
-            row = self._db.execute("circuit_acquire", {"key": self.key})
+            row = database.execute("circuit_acquire", {"key": self.key}, read_key=read_key)
         except _Unreachable:
-            local = self._db.local(self.key)
-            if local.acquire(self._db.thresholds):
-                return _Ticket(local)
-            raise CircuitOpenError(self.key, local.state) from None
+            return self._acquire_local(database)
+        except _Refused:
+            last = database.mirror.known_state(self.key)
+            if last in _REFUSING:
+                raise CircuitOpenError(self.key, last) from None
+            return self._acquire_local(database)
         if row and row[0]:
-            return _Ticket(None)
-        raise CircuitOpenError(self.key, self.state())
+            return _SHARED
+        state = database.mirror.known_state(self.key) if read_key else None
+        raise CircuitOpenError(self.key, state or self.state())
+
+    def _acquire_local(self, database: _Database) -> _Ticket:
+        local = database.local(self.key)
+        if local.acquire(database.thresholds):
+            return _Ticket(local)
+        raise CircuitOpenError(self.key, local.state)
+
+    def _records_nothing(self, ticket: _Ticket, error: BaseException | None) -> bool:
+        return (error is None and ticket.local is None and self._mirrored
+                and self._db.mirror.success_changes_nothing(self.key))
 
     def _record(self, ticket: _Ticket, error: BaseException | None) -> None:
-        t = self._db.thresholds
+        database = self._db
+        t = database.thresholds
+        if self._records_nothing(ticket, error):
+            stand_in = database.stand_in(self.key)
+            if stand_in is not None:
+                stand_in.record_success(t)
+            return
         if ticket.local is None:
+            read_key = self._watch(database)
             try:
                 if error is None:
-                    self._db.execute("circuit_record_success", {"key": self.key})
+                    database.execute("circuit_record_success", {"key": self.key},
+                                     read_key=read_key)
                 else:
-                    self._db.execute("circuit_record_failure",
-                                     {"key": self.key, "error": _describe(error)})
+                    database.execute("circuit_record_failure",
+                                     {"key": self.key, "error": _describe(error)},
+                                     read_key=read_key)
+            except (_Unreachable, _Refused):
+                ticket = _Ticket(database.local(self.key))
+            else:
+                database.drop_stand_in(self.key)  # the database counts again
                 return
-            except _Unreachable:
-                ticket = _Ticket(self._db.local(self.key))
         assert ticket.local is not None
         if error is None:
             ticket.local.record_success(t)
         else:
             ticket.local.record_failure(t)
 
-    def _settle(self, ticket: _Ticket, exc: BaseException) -> None:
+    def _outcome(self, exc: BaseException) -> Any:
+        """What an exception records: None (a success), itself (a failure)
+        or _NOTHING."""
         if isinstance(exc, self.exclude):
-            self._record(ticket, None)
-        elif isinstance(exc, Exception):
-            self._record(ticket, exc)
+            return None
+        return exc if isinstance(exc, Exception) else _NOTHING
+
+    def _settle(self, ticket: _Ticket, exc: BaseException) -> None:
+        outcome = self._outcome(exc)
+        if outcome is not _NOTHING:
+            self._record(ticket, outcome)
 
     def state(self) -> str:
         """The circuit's state as the database (or, degraded, this process) sees it."""
+        database = self._db
         try:
-            row = self._db.execute("circuit_status", {"key": self.key})
+            row = database.execute("circuit_status", {"key": self.key})
         except _Unreachable:
-            return self._db.local(self.key).state
+            return database.local(self.key).state
+        except _Refused:
+            return database.mirror.known_state(self.key) or database.local(self.key).state
         return row[1] if row else "closed"
 
     # -- sync -------------------------------------------------------------------
@@ -407,29 +649,17 @@ class CircuitBreaker:
             raise TypeError(f"{fn!r} is a coroutine function: use call_async")
         ticket = self._acquire()
         timeout = self._db.thresholds.timeout_seconds
-        done = threading.Event()
-        box: dict[str, Any] = {}
-        ctx = contextvars.copy_context()
-
-        def run() -> None:
-            try:
-                box["value"] = ctx.run(fn, *args, **kwargs)
-            except BaseException as exc:
-                box["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=run, daemon=True, name=f"circuit:{self.key[:40]}").start()
-        if not done.wait(timeout):
-            timed_out = CallTimeoutError(self.key, timeout)
+        try:
+            value = _WORKER_POOL.run(fn, args, kwargs, timeout)
+        except DeadlineExceeded as expired:
+            timed_out = CallTimeoutError(self.key, timeout, expired.started)
             self._record(ticket, timed_out)
-            raise timed_out
-        if "error" in box:
-            exc = box.pop("error")
+            raise timed_out from None
+        except BaseException as exc:
             self._settle(ticket, exc)
-            raise exc
+            raise
         self._record(ticket, None)
-        return box["value"]
+        return value
 
     def __enter__(self) -> CircuitBreaker:
         ticket = self._acquire()
@@ -465,12 +695,29 @@ class CircuitBreaker:
         return wrapper  # type: ignore[return-value]
 
     # -- async ------------------------------------------------------------------
+    # Database round trips run in a worker thread, off the event loop; what
+    # the mirror decides runs inline.
+
+    async def _acquire_async(self) -> _Ticket:
+        self._check_stand_in()
+        return (self._admitted_in_process()
+                or await asyncio.to_thread(self._acquire_from_database))
+
+    async def _record_async(self, ticket: _Ticket, error: BaseException | None) -> None:
+        if self._records_nothing(ticket, error):
+            self._record(ticket, error)  # in-process only
+        else:
+            await asyncio.to_thread(self._record, ticket, error)
+
+    async def _settle_async(self, ticket: _Ticket, exc: BaseException) -> None:
+        outcome = self._outcome(exc)
+        if outcome is not _NOTHING:
+            await self._record_async(ticket, outcome)
 
     async def call_async(self, fn: Callable[..., Awaitable[T]], /, *args: Any,
                          **kwargs: Any) -> T:
-        """Await ``fn(*args, **kwargs)`` through the circuit, with the deadline.
-        Database round trips run in a worker thread, off the event loop."""
-        ticket = await asyncio.to_thread(self._acquire)
+        """Await ``fn(*args, **kwargs)`` through the circuit, with the deadline."""
+        ticket = await self._acquire_async()
         timeout = self._db.thresholds.timeout_seconds
         task = asyncio.ensure_future(fn(*args, **kwargs))
         try:
@@ -484,19 +731,19 @@ class CircuitBreaker:
             task.cancel()
             task.add_done_callback(_consume)
             timed_out = CallTimeoutError(self.key, timeout)
-            await asyncio.to_thread(self._record, ticket, timed_out)
+            await self._record_async(ticket, timed_out)
             raise timed_out
         if task.cancelled():
             return task.result()  # raises CancelledError; nothing recorded
         exc = task.exception()
         if exc is not None:
-            await asyncio.to_thread(self._settle, ticket, exc)
+            await self._settle_async(ticket, exc)
             raise exc
-        await asyncio.to_thread(self._record, ticket, None)
+        await self._record_async(ticket, None)
         return task.result()
 
     async def __aenter__(self) -> CircuitBreaker:
-        ticket = await asyncio.to_thread(self._acquire)
+        ticket = await self._acquire_async()
         deadline = asyncio.timeout(self._db.thresholds.timeout_seconds)
         await deadline.__aenter__()
         self._entered.set((*self._entered.get(), (ticket, time.monotonic(), deadline)))
@@ -510,12 +757,12 @@ class CircuitBreaker:
             await deadline.__aexit__(exc_type, exc, tb)
         except TimeoutError as expired:
             timed_out = CallTimeoutError(self.key, self._db.thresholds.timeout_seconds)
-            await asyncio.to_thread(self._record, ticket, timed_out)
+            await self._record_async(ticket, timed_out)
             raise timed_out from expired
         if exc is None:
-            await asyncio.to_thread(self._record, ticket, None)
+            await self._record_async(ticket, None)
         else:
-            await asyncio.to_thread(self._settle, ticket, exc)
+            await self._settle_async(ticket, exc)
 
     # -- manual review of refused bookings ------------------------------------
 
@@ -523,16 +770,17 @@ class CircuitBreaker:
                          context: dict[str, Any] | None = None,
                          priority: int | None = None) -> int:
         """Queue ``call_id`` for manual review with reason ``circuit_open``.
-        Raises the CircuitOpenError again when the database is unreachable:
-        then nothing can be queued and the caller must keep the booking."""
+        Raises the CircuitOpenError again when the database is unreachable
+        or refuses the item: then nothing was queued and the caller must keep
+        the booking."""
         payload = {**(context or {}), "circuit_key": self.key, "circuit_state": refused.state}
         try:
             row = self._db.execute("circuit_review_enqueue", {
                 "call_id": call_id, "reason": "circuit_open",
                 "context": json.dumps(payload, default=str), "priority": priority})
-        except _Unreachable:
-            log.error("circuit %r open and database unreachable: call %s not queued for review",
-                      self.key, call_id)
+        except (_Unreachable, _Refused):
+            log.error("circuit %r open and the database did not take the review item: "
+                      "call %s not queued for review", self.key, call_id)
             raise refused from None
         assert row is not None
         return int(row[0])

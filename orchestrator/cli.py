@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import json
@@ -314,49 +315,79 @@ def circuit_force(dsn: str | None, key: str, state: str, actor: str, reason: str
               markup=False)
 # --- relay -----------------------------------------------------------------------
 
-@cli.command("relay")
+def _seconds(text: str, what: str) -> float:
+    return parse_duration(text, what=what).total_seconds()
+
+
+@cli.group("relay", invoke_without_command=True)
 @dsn_option
 @click.option("--sink", "sinks", multiple=True, metavar="URL",
-              help="Where to deliver alerts (repeatable); default $CONSISTENCY_SINKS "
-                   "(space-separated). Schemes: webhook+http(s), slack+https, smtp, smtps, "
-                   "alertmanager+http(s), stdout; others via Apprise when installed.")
-@click.option("--once", is_flag=True, help="Deliver everything pending, then exit.")
+              help="Where to deliver alerts (repeatable). Schemes: webhook+http(s), slack+https, "
+                   "smtp, smtps, alertmanager+http(s), stdout; others via Apprise when "
+                   "installed. A URL holding a secret is visible in ps: use --sinks-file or "
+                   "$CONSISTENCY_SINKS (space-separated, used when neither option is given).")
+@click.option("--sinks-file", metavar="FILE", default=None,
+              help="Sink URLs, one a line (# comments); refused when group or others may "
+                   "read it (chmod 600).")
+@click.option("--once", is_flag=True,
+              help="One pass over what is due now, one attempt each, then exit: 0 when "
+                   "nothing due is left undelivered, 1 otherwise.")
 @click.option("--batch", type=click.IntRange(1, 10000), default=200, show_default=True,
-              help="Deliveries claimed at a time.")
+              help="Most deliveries one claim takes for a sink (a sink never holds more than "
+                   "--concurrency at once).")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=16, show_default=True,
-              help="Sends in parallel.")
-@click.option("--lease", "lease_seconds", type=click.FloatRange(min=0.1), default=30.0,
-              show_default=True, help="Seconds before a crashed relay's claims come back.")
-@click.option("--poll", "poll_seconds", type=click.FloatRange(min=0.05), default=2.0,
+              help="Sends in parallel, per sink.")
+@click.option("--lease", "lease_seconds", type=click.FloatRange(min=1.0, max=86400),
+              default=30.0, show_default=True,
+              help="Seconds a claim is leased; renewed every third of it while the send runs. "
+                   "A crashed relay's claims come back after it.")
+@click.option("--poll", "poll_seconds", type=click.FloatRange(min=0.05, max=3600), default=2.0,
               show_default=True, help="Poll interval when no notification arrives.")
-@click.option("--max-attempts", type=click.IntRange(1, 100), default=5, show_default=True,
-              help="Transient failures before a delivery is dead-lettered.")
-@click.option("--retry-delay", "base_delay", type=click.FloatRange(min=0.0), default=1.0,
-              show_default=True, help="First retry delay in seconds (doubles each time).")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
-              help="Seconds a send may take.")
+@click.option("--timeout", type=click.FloatRange(min=0.1, max=3600), default=10.0,
+              show_default=True,
+              help="Hard deadline of one send in seconds: connect and the whole response.")
+@click.option("--give-up-after", default="24h", show_default=True, metavar="DURATION",
+              help="Retry a delivery until it is this old; then it is dead (relay redrive).")
+@click.option("--max-attempts", type=click.IntRange(1, 1_000_000), default=None,
+              help="Also give up after this many attempts (default: the give-up age decides).")
+@click.option("--retry-delay", "base_delay", type=click.FloatRange(min=0.0, max=3600),
+              default=1.0, show_default=True,
+              help="First retry delay in seconds; doubles with each attempt.")
+@click.option("--backoff-cap", default="5m", show_default=True, metavar="DURATION",
+              help="Longest wait between two attempts (a later Retry-After still wins).")
+@click.option("--backlog", default=None, metavar="DURATION",
+              help="A sink seen for the first time also receives the alerts of this last "
+                   "period (default: only alerts raised from then on).")
 @click.option("-q", "--quiet", is_flag=True, help="Log only failures.")
-def relay(dsn: str | None, sinks: tuple[str, ...], once: bool, batch: int, concurrency: int,
-          lease_seconds: float, poll_seconds: float, max_attempts: int, base_delay: float,
-          timeout: float, quiet: bool) -> None:
+@click.pass_context
+def relay(ctx: click.Context, dsn: str | None, sinks: tuple[str, ...], sinks_file: str | None,
+          once: bool, batch: int, concurrency: int, lease_seconds: float, poll_seconds: float,
+          timeout: float, give_up_after: str, max_attempts: int | None, base_delay: float,
+          backoff_cap: str, backlog: str | None, quiet: bool) -> None:
     """Deliver alerts to sinks, at least once per (alert, sink).
 
-    SIGTERM finishes the sends in flight, then exits 0."""
-    import logging
-    import os
-    import signal
-
+    Subcommands: sinks, status, redrive, forget-sink. SIGTERM stops claiming,
+    lets the sends in flight end (each within --timeout), records them, then
+    exits 0."""
+    if ctx.invoked_subcommand is not None:
+        return
     from orchestrator import relay as relay_mod
 
-    urls = list(sinks) or os.environ.get("CONSISTENCY_SINKS", "").split()
-    parsed = relay_mod.parse_sinks(urls, timeout=timeout)
+    sources = relay_mod.collect_sink_urls(sinks, sinks_file)
+    parsed = relay_mod.parse_sinks(sources.urls)
+    options = relay_mod.RelayOptions(
+        batch=batch, concurrency=concurrency, lease_seconds=lease_seconds,
+        poll_seconds=poll_seconds, timeout=timeout,
+        give_up_after=_seconds(give_up_after, "--give-up-after"), max_attempts=max_attempts,
+        base_delay=base_delay, max_delay=_seconds(backoff_cap, "--backoff-cap"),
+        backlog_seconds=_seconds(backlog, "--backlog") if backlog else None)
+    options.check()
+    for warning in sources.warnings:
+        err.print(warning, markup=False)
     target = db.resolve_dsn(dsn)
     db.connect(target).close()  # a wrong DSN is one line and exit 2, not a retry loop
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s relay %(levelname)s %(message)s")
-    options = relay_mod.RelayOptions(batch=batch, concurrency=concurrency,
-                                     lease_seconds=lease_seconds, poll_seconds=poll_seconds,
-                                     max_attempts=max_attempts, base_delay=base_delay)
     runner = relay_mod.Relay(target, parsed, options)
     previous = {sig: signal.signal(sig, lambda *_: runner.stop())
                 for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -366,33 +397,114 @@ def relay(dsn: str | None, sinks: tuple[str, ...], once: bool, batch: int, concu
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if once:
-        err.print(f"delivered {stats.delivered}, retried {stats.retried}, failed {stats.failed}, "
-                  f"dead {stats.dead}", markup=False)
-@cli.command("relay-sinks")
+        err.print(f"delivered {stats.delivered}, retried {stats.retried}, dead {stats.dead}",
+                  markup=False)
+        sys.exit(1 if stats.undelivered else 0)
+
+
+_RELAY_STATUS_COLUMNS = ("sink_id", "sink", "min_severity", "status", "deliveries",
+                         "oldest_created_at", "last_seen_at", "pending", "in_flight", "retrying",
+                         "retrying_oldest_seconds", "dead", "delivered_last_hour",
+                         "last_success_at", "last_error", "last_error_at")
+
+
+def _relay_status_rows(dsn: str | None) -> list[dict[str, Any]]:
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        rows = conn.execute(db.query("relay_status")).fetchall()
+    return [dict(zip(_RELAY_STATUS_COLUMNS, r, strict=True)) for r in rows]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return _when(value)
+    return escape(str(value))
+
+
+@relay.command("sinks")
 @dsn_option
 @json_option
 def relay_sinks(dsn: str | None, as_json: bool) -> None:
-    """Registered sinks and their deliveries by status (no secrets are stored)."""
-    with db.connect(db.resolve_dsn(dsn)) as conn:
-        rows = conn.execute(db.query("relay_sinks_status")).fetchall()
+    """Registered sinks (redacted name, no secret is stored), their deliveries
+    by status and when a relay last served them."""
+    rows = _relay_status_rows(dsn)
+    keep = _RELAY_STATUS_COLUMNS[:7]
     if as_json:
-        print_json([dict(zip(("sink_id", "sink", "min_severity", "status", "deliveries",
-                              "oldest_created_at", "last_seen_at"), r, strict=True))
-                    for r in rows])
+        print_json([{k: r[k] for k in keep} for r in rows])
         return
     table = Table("id", "sink", "min", "status", "n", "oldest", "last seen")
-
-    def cell(v: Any) -> str:
-        if v is None:
-            return ""
-        return v.strftime("%Y-%m-%d %H:%M") if hasattr(v, "strftime") else escape(str(v))
-
     for r in rows:
-        table.add_row(*(cell(v) for v in r))
+        table.add_row(*(_cell(r[k]) for k in keep))
     out.print(table)
 
 
-@cli.command("relay-forget-sink")
+@relay.command("status")
+@dsn_option
+@json_option
+def relay_status(dsn: str | None, as_json: bool) -> None:
+    """Per sink: pending, in flight, retrying (oldest age), dead, delivered in
+    the last hour, last success, last error. Exit 1 when a delivery is dead."""
+    per_sink: dict[int, dict[str, Any]] = {}
+    for r in _relay_status_rows(dsn):
+        per_sink.setdefault(r["sink_id"], {k: v for k, v in r.items()
+                                           if k not in ("status", "deliveries",
+                                                        "oldest_created_at")})
+    sinks = list(per_sink.values())
+    if as_json:
+        print_json(sinks)
+    else:
+        table = Table()
+        for column in ("id", "sink", "pending", "in flight", "retrying (oldest)", "dead",
+                       "delivered 1h", "last success", "last seen", "last error"):
+            table.add_column(column, overflow="fold")
+        for s in sinks:
+            retrying = str(s["retrying"]) + (f" ({_age(s['retrying_oldest_seconds'])})"
+                                             if s["retrying"] else "")
+            table.add_row(str(s["sink_id"]), escape(s["sink"]), str(s["pending"]),
+                          str(s["in_flight"]), retrying,
+                          f"[red]{s['dead']}[/]" if s["dead"] else "0",
+                          str(s["delivered_last_hour"]), _when(s["last_success_at"]),
+                          _when(s["last_seen_at"]), _cell(s["last_error"]))
+        out.print(table if sinks else "no relay sink registered yet")
+    if any(s["dead"] for s in sinks):
+        sys.exit(1)
+
+
+@relay.command("redrive")
+@dsn_option
+@click.option("--sink", "sink_id", type=click.IntRange(min=1), default=None,
+              help="Only this sink (see relay status).")
+@click.option("--since", default=None, metavar="DURATION",
+              help="Only deliveries that died within this last period, e.g. 2h.")
+@click.option("--type", "alert_type", default=None, help="Only alerts of this type.")
+@click.option("--actor", default=None, help="Recorded in the audit log (default cli:$USER).")
+def relay_redrive(dsn: str | None, sink_id: int | None, since: str | None,
+                  alert_type: str | None, actor: str | None) -> None:
+    """Put dead deliveries back to pending (audited): attempts and the
+    give-up age start over; a running relay picks them up."""
+    since_td = parse_duration(since, what="--since") if since else None
+    with db.connect(db.resolve_dsn(dsn)) as conn:
+        (count,), = conn.execute(db.query("relay_redrive"), {
+            "sink_id": sink_id, "since": since_td, "alert_type": alert_type,
+            "actor": actor or config.default_actor()}).fetchall()
+    out.print(f"re-drove {count} dead deliver{'y' if count == 1 else 'ies'}")
+
+
+@relay.command("forget-sink")
 @dsn_option
 @click.argument("sink_id", type=click.IntRange(min=1))
 def relay_forget_sink(dsn: str | None, sink_id: int) -> None:
@@ -401,8 +513,14 @@ def relay_forget_sink(dsn: str | None, sink_id: int) -> None:
     with db.connect(db.resolve_dsn(dsn)) as conn:
         found = conn.execute(db.query("relay_forget_sink"), {"sink_id": sink_id}).fetchone()[0]
     if not found:
-        raise GuardError(f"no relay sink with id {sink_id} (see consistency relay-sinks)")
+        raise GuardError(f"no relay sink with id {sink_id} (see consistency relay sinks)")
     out.print(f"forgot sink {sink_id}")
+
+
+for _alias, _command in (("relay-sinks", relay_sinks), ("relay-forget-sink", relay_forget_sink)):
+    _hidden = copy.copy(_command)
+    _hidden.hidden = True
+    cli.add_command(_hidden, _alias)
 
 
 # --- monitor ---------------------------------------------------------------------
@@ -596,12 +714,16 @@ def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
               help="Alerts per throughput run.")
 @click.option("--samples", type=click.IntRange(1), default=200, show_default=True,
               help="Alerts timed one by one for latency.")
-def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int) -> None:
-    """Alerts/s to a local webhook with 1 and 2 relays; commit-to-delivery latency."""
+@click.option("--hang-rounds", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Runs of 1 relay without and with a hanging second sink (medians compared).")
+def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int,
+                hang_rounds: int) -> None:
+    """Alerts/s to a local webhook with 1 and 2 relays, and with a second sink
+    that never answers; commit-to-delivery latency."""
     from orchestrator.bench import relay as mod
 
-    _emit(mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples), as_json,
-          lambda r: mod.print_report(r, out))
+    _emit(mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples,
+                  hang_rounds=hang_rounds), as_json, lambda r: mod.print_report(r, out))
 
 
 @bench.command("serve")
@@ -718,15 +840,14 @@ def up(dsn: str | None, sinks: tuple[str, ...], every: str, window: str | None, 
 
     Each part restarts after losing the database; /healthz reports each one.
     SIGTERM stops the check loop, drains the relay, stops serving, exits 0."""
-    import os
-
+    from orchestrator import relay as relay_mod
     from orchestrator import server
     from orchestrator import up as up_mod
 
     options = up_mod.UpOptions(
         every=parse_duration(every, what="interval"),
         window=parse_duration(window, what="window") if window else None,
-        sinks=list(sinks) or os.environ.get("CONSISTENCY_SINKS", "").split(),
+        sinks=relay_mod.collect_sink_urls(sinks, None).urls,
         serve=server.ServeOptions(host, port, token, rate_limit, refresh_seconds))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -15,7 +15,7 @@ from pygal.style import Style
 
 SEVERITY_COLOURS = {"critical": "#d64545", "warning": "#e8a33d", "info": "#4a90d9"}
 RELAY_COLOURS = {"pending": "#4a90d9", "retrying": "#e8a33d", "in_flight": "#8e7cc3",
-                 "failed": "#b0413e", "dead": "#6b1f1d"}
+                 "dead": "#6b1f1d"}
 
 STYLE = dict(background="transparent", plot_background="transparent",
              foreground="#2b3440", foreground_strong="#1b2430", foreground_subtle="#8a96a3",
@@ -149,7 +149,7 @@ def _context(data: dict[str, Any], refresh_seconds: int) -> dict[str, Any]:
     series = data["series"]
     alerts_day = sum(h["critical"] + h["warning"] + h["info"] for h in series)
     relay_owed = sum(s["pending"] + s["retrying"] + s["in_flight"] for s in data["relay"])
-    relay_dead = sum(s["failed"] + s["dead"] for s in data["relay"])
+    relay_dead = sum(s["dead"] for s in data["relay"])
     not_closed = [c for c in data["circuit_list"]
                   if c["state"] in ("open", "half_open", "forced_open")]
     empty = (not data["day"]["calls"] and not alerts_day and not data["check_runs"]

@@ -61,7 +61,7 @@ WINDOW_GAUGES = {
     "inconsistent_calls": "Calls of the window with a critical or warning alert",
     "validation_failures": "appointment_rollback alerts raised in the window",
 }
-RELAY_STATUSES = ("pending", "retrying", "in_flight", "failed", "dead")
+RELAY_STATUSES = ("pending", "retrying", "in_flight", "dead")
 
 
 # --- database --------------------------------------------------------------------
@@ -230,7 +230,7 @@ def metric_families(d: dict[str, Any]) -> Iterator[Metric]:
     yield stamp
 
     deliveries = _gauge("consistency_relay_deliveries",
-                        "Deliveries owed or given up, by sink and status "
+                        "Deliveries owed or dead, by sink and status "
                         "(retrying: pending after a failed attempt)", ["sink", "status"])
     relay_oldest = _gauge("consistency_relay_oldest_pending_seconds",
                           "Age of the oldest delivery a sink is still owed (0 when none)",

@@ -27,7 +27,6 @@ class UpOptions:
     every: timedelta = timedelta(minutes=5)
     window: timedelta | None = None
     sinks: list[str] = field(default_factory=list)
-    sink_timeout: float = 10.0
     serve: server.ServeOptions = field(default_factory=server.ServeOptions)
     max_backoff: float = 30.0
 
@@ -99,8 +98,7 @@ class Up:
     def _run_relay(self) -> None:
         from orchestrator import relay
 
-        runner = relay.Relay(self.dsn, relay.parse_sinks(self.options.sinks,
-                                                         timeout=self.options.sink_timeout),
+        runner = relay.Relay(self.dsn, relay.parse_sinks(self.options.sinks),
                              relay.RelayOptions())
         with self._relay_lock:
             if self.halt.is_set():
@@ -122,7 +120,7 @@ class Up:
         from orchestrator import relay
 
         if self.options.sinks:
-            relay.parse_sinks(self.options.sinks, timeout=self.options.sink_timeout)
+            relay.parse_sinks(self.options.sinks)
         self.server, self.database = server.start(self.dsn, self.options.serve, self.health)
         self.health.set("serve", "running", address=self.server.address)
         self.parts.append(Part("check", self._run_check, self._stop_check, self.health,

@@ -2,8 +2,9 @@
 # Makes sure what the test suite needs from the system is installed: the
 # PostgreSQL server, pgTAP, plpgsql_check, python3-venv, openssl (the SMTPS
 # test's certificate) and, when the distribution has them, a real Alertmanager,
-# promtool (package prometheus: the alert rules' tests) and Chromium with its
-# driver (the dashboard's browser test).
+# redis-server (`consistency bench circuit` compares pybreaker with its Redis
+# storage when it is there), promtool (package prometheus: the alert rules'
+# tests) and Chromium with its driver (the dashboard's browser test).
 # Installs with apt-get when running as root on Debian/Ubuntu; otherwise says
 # exactly what is missing and exits non-zero.
 set -euo pipefail
@@ -28,6 +29,7 @@ command -v openssl >/dev/null 2>&1 || missing+=("openssl")
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("python3-venv")
 want_optional=()
 command -v prometheus-alertmanager >/dev/null 2>&1 || want_optional+=(prometheus-alertmanager)
+[ -x /usr/bin/redis-server ] || want_optional+=(redis-server)
 command -v promtool >/dev/null 2>&1 || want_optional+=(prometheus)
 command -v chromium >/dev/null 2>&1 || want_optional+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || want_optional+=(chromium-driver)

@@ -85,6 +85,8 @@ GRANT EXECUTE ON FUNCTION
     consistency.circuit_status(text)
     TO consistency_app;
 GRANT EXECUTE ON FUNCTION consistency.circuit_status(text) TO consistency_monitor;
+-- What the breaker's in-process mirror reads (sql/functions/circuit_mirror.sql).
+GRANT EXECUTE ON FUNCTION consistency.circuit_mirror(text[]) TO consistency_app;
 -- (the booking helper's review_enqueue is granted to consistency_app above)
 -- relay
 -- Delivery state holds no secrets (sinks are stored by fingerprint and a

@@ -7,8 +7,11 @@ Variants, in one run on a scratch database:
   against: a transaction id and a WAL record per call, one writer at a time);
 - transition path: every timed acquire moves open -> half_open (conditional
   UPDATE, event row, NOTIFY); the reopening failure runs untimed in between;
-- breaker.call: the Python wrapper around a no-op (acquire, worker thread,
-  record_success) through the shared pool.
+- breaker.call: the Python wrapper around a no-op on a closed circuit (the
+  mirror admits it in-process, a pooled worker runs it under its deadline);
+- client side (``bench/circuit_client.py``): ``breaker.call(noop)`` and
+  ``with breaker:`` with and without the mirror, against pybreaker with its
+  Redis storage when installed.
 
 Latency: one client, median/p99 in ms. Throughput: N clients (threads, one
 connection each) for a fixed time, and the same statements through pgbench
@@ -24,8 +27,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from rich.console import Console
 
 from orchestrator import breaker as breaker_mod
 from orchestrator import db
-from orchestrator.bench import Stats, render, sample, scratch_database, server_info
+from orchestrator.bench import Stats, circuit_client, render, sample, scratch_database, server_info
 
 # No colon: pgbench would read ":closed" as one of its variables.
 CLOSED_KEY = "bench_closed"
@@ -54,28 +55,7 @@ def _throughput(dsn: str, clients: int, seconds: float,
         for op in ops:  # warm the prepared statements
             for _ in range(10):
                 op()
-        counts = [0] * clients
-        start = threading.Barrier(clients + 1)
-        stop = threading.Event()
-
-        def work(i: int) -> None:
-            op, n = ops[i], 0
-            start.wait()
-            while not stop.is_set():
-                op()
-                n += 1
-            counts[i] = n
-
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        start.wait()
-        began = time.perf_counter()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        return sum(counts) / (time.perf_counter() - began)
+        return circuit_client.rate(ops, seconds)
     finally:
         for c in conns:
             c.close()
@@ -141,12 +121,11 @@ def run(admin_dsn: str, *, repeat: int = 2000, seconds: float = 3.0,
         conn.execute(db.query("circuit_record_failure"), {"key": "bench:transition", "error": None})
         latency["transition path"] = sample(_call(conn, "circuit_acquire", "bench:transition"),
                                             repeat, warmup=5, setup=reopen)
-        breaker = breaker_mod.CircuitBreaker(CLOSED_KEY, dsn=dsn)
         try:
-            latency["breaker.call"] = sample(lambda: breaker.call(_noop), max(repeat // 4, 1),
-                                             warmup=20)
+            client = circuit_client.run(dsn, repeat=repeat, seconds=seconds, clients=clients)
         finally:
             breaker_mod.close_pools()
+        latency["breaker.call"] = Stats(**client["latency_ms"][circuit_client.CALL])
 
         def transition_cycle(c: psycopg.Connection, i: int) -> Callable[[], Any]:
             acquire = _call(c, "circuit_acquire", f"bench:transition:{i}")
@@ -177,6 +156,7 @@ def run(admin_dsn: str, *, repeat: int = 2000, seconds: float = 3.0,
         }
     return {
         "server": info,
+        "client": client,
         "pgbench_per_second": pgbench,
         "repeat": repeat, "seconds": seconds, "clients": clients,
         "latency_ms": {name: s.as_dict() for name, s in latency.items()},
@@ -193,10 +173,6 @@ def run(admin_dsn: str, *, repeat: int = 2000, seconds: float = 3.0,
     }
 
 
-def _noop() -> None:
-    return None
-
-
 def print_result(result: dict[str, Any], console: Console | None = None) -> None:
     rows = []
     for name, stats in result["latency_ms"].items():
@@ -211,6 +187,22 @@ def print_result(result: dict[str, Any], console: Console | None = None) -> None
            ["variant", "median ms", "p99 ms", "per s (py threads)", "per s (pgbench)"],
            [[r[0], r[1], r[2], rate(r[3]), rate(r[4])] for r in rows], console)
     render("ratios", ["ratio", "value"], [[k, v] for k, v in result["ratios"].items()], console)
+    client = result["client"]
+    render(f"client side: what the application pays per call on a closed circuit (1 thread; "
+           f"{result['clients']} threads of one process for /s)",
+           ["variant", "median ms", "p99 ms", "per s"],
+           [[name, stats["median_ms"], stats["p99_ms"], rate(client["per_second"].get(name))]
+            for name, stats in client["latency_ms"].items()], console)
+    render("client-side ratios", ["ratio", "value"],
+           [[k, v] for k, v in client["ratios"].items()], console)
+    spread = client["propagation_ms"]
+    (console or Console()).print(
+        f"a state forced on another connection reaches this process's mirror in "
+        f"{spread['median_ms']:.2f} ms (median), {spread['p99_ms']:.2f} ms (p99) of "
+        f"{spread['n']} changes")
+    if client["pybreaker_skipped"]:
+        (console or Console()).print(
+            f"pybreaker + Redis not measured: {client['pybreaker_skipped']}")
     (console or Console()).print(
         f"PostgreSQL {result['server']['server_version']}, {result['server']['cpus']} CPUs; "
         "transition path per second = acquire (open -> half_open) + failure (-> open) cycles; "

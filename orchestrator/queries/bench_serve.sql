@@ -24,8 +24,11 @@ SELECT (ARRAY['appointment_unlinked', 'appointment_made_mismatch', 'session_outc
 UPDATE consistency.relay_deliveries
    SET status = CASE WHEN id %% 1000 = 0 THEN 'dead' ELSE 'delivered' END,
        delivered_at = CASE WHEN id %% 1000 = 0 THEN NULL ELSE created_at + interval '1 second' END,
+       dead_at = CASE WHEN id %% 1000 = 0 THEN created_at + interval '1 day' END,
        attempts = 1
- WHERE id <= (SELECT max(id) - 500 FROM consistency.relay_deliveries)
+ WHERE id <= (SELECT max(id) - 500 FROM consistency.relay_deliveries);
+UPDATE consistency.relay_sinks
+   SET last_success_at = (SELECT max(delivered_at) FROM consistency.relay_deliveries)
 
 -- name: bench_serve_circuits --
 INSERT INTO consistency.circuit_breaker_states (circuit_key, state, failure_count, opened_at, updated_at)

@@ -58,3 +58,12 @@ SELECT %(key)s::text IS NOT NULL
 
 -- name: bench_circuit_record_failure --
 SELECT consistency.circuit_record_failure(%(key)s, NULL)
+
+-- name: circuit_mirror --
+-- What an in-process mirror holds per key (orchestrator/circuit_mirror.py).
+SELECT circuit_key, state, failing, version
+  FROM consistency.circuit_mirror(%(keys)s::text[])
+
+-- name: circuit_mirror_listen --
+-- The channel sql/functions/circuit_mirror.sql notifies.
+LISTEN consistency_circuit_state

@@ -1,27 +1,33 @@
--- Named queries of the alert relay (orchestrator/relay/loop.py).
+-- Named queries of the alert relay (orchestrator/relay/loop.py, cli.py).
 
 -- name: relay_register_sink --
 SELECT consistency.relay_register_sink(%(fingerprint)s, %(name)s, %(scheme)s, %(min_severity)s,
-                                       %(digest_seconds)s)
+                                       %(digest_seconds)s, %(backlog)s)
+
+-- name: relay_heartbeat --
+SELECT consistency.relay_heartbeat(%(sink_ids)s)
+
+-- name: relay_now --
+SELECT consistency.now()
 
 -- name: relay_claim --
 SELECT delivery_id, sink_id, attempts, alert_id, alert_type, severity, entity_type, entity_id,
        description, metadata, detected_at, auto_corrected
-  FROM consistency.relay_claim(%(owner)s, %(sink_ids)s, %(limit)s,
-                               make_interval(secs => %(lease_seconds)s))
+  FROM consistency.relay_claim(%(owner)s, %(sink_ids)s, %(limits)s, %(lease)s,
+                               %(max_attempts)s, %(give_up)s, %(due_by)s)
+
+-- name: relay_renew --
+SELECT consistency.relay_renew(%(owner)s, %(ids)s, %(lease)s)
+
+-- name: relay_release --
+SELECT consistency.relay_release(%(owner)s, %(ids)s)
 
 -- name: relay_complete --
 SELECT consistency.relay_complete(%(ids)s)
 
 -- name: relay_fail --
 SELECT consistency.relay_fail(%(owner)s, %(id)s, %(error)s, %(permanent)s, %(retry_after)s,
-                              %(max_attempts)s, %(base_delay)s, %(max_delay)s)
-
--- name: relay_pending_count --
-SELECT count(*)
-  FROM consistency.relay_deliveries
- WHERE sink_id = ANY (%(sink_ids)s)
-   AND status IN ('pending', 'in_flight')
+                              %(max_attempts)s, %(base_delay)s, %(max_delay)s, %(give_up)s)
 
 -- name: relay_listen --
 LISTEN consistency_alerts
@@ -44,9 +50,14 @@ SELECT count(*)
  WHERE datname = current_database()
    AND application_name = 'consistency-relay'
 
--- name: relay_sinks_status --
-SELECT sink_id, sink, min_severity, status, deliveries, oldest_created_at, last_seen_at
+-- name: relay_status --
+SELECT sink_id, sink, min_severity, status, deliveries, oldest_created_at, last_seen_at,
+       pending, in_flight, retrying, retrying_oldest_seconds, dead, delivered_last_hour,
+       last_success_at, last_error, last_error_at
   FROM consistency.relay_status()
 
 -- name: relay_forget_sink --
 SELECT consistency.relay_unregister_sink(%(sink_id)s)
+
+-- name: relay_redrive --
+SELECT consistency.relay_redrive(%(sink_id)s, %(since)s, %(alert_type)s, %(actor)s)

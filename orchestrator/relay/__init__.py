@@ -10,7 +10,7 @@ from orchestrator.relay.base import (
            TransientError,
 )
 from orchestrator.relay.loop import Relay, RelayOptions, RelayStats
-from orchestrator.relay.sinks import parse_sink, parse_sinks
+from orchestrator.relay.sinks import collect_sink_urls, parse_sink, parse_sinks
 
 __all__ = ["Alert", "DeliveryError", "PermanentError", "Relay", "RelayOptions", "RelayStats",
-           "Sink", "SinkURL", "TransientError", "parse_sink", "parse_sinks"]
+           "Sink", "SinkURL", "TransientError", "collect_sink_urls", "parse_sink", "parse_sinks"]

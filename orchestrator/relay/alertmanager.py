@@ -9,13 +9,13 @@ from orchestrator.relay.httppost import JsonPoster
 
 
 class AlertmanagerSink(Sink):
-    def __init__(self, url: SinkURL, timeout: float = 10.0) -> None:
+    def __init__(self, url: SinkURL) -> None:
         super().__init__(url)
         url.require_host()
         path = url.parts.path.rstrip("/") + "/api/v2/alerts"
         target = url.parts._replace(scheme=url.scheme.removeprefix("alertmanager+"),
                                     path=path).geturl()
-        self.poster = JsonPoster(target, timeout)
+        self.poster = JsonPoster(target)
 
     def payload(self, alert: Alert) -> list[dict[str, object]]:
         item: dict[str, object] = {
@@ -30,8 +30,8 @@ class AlertmanagerSink(Sink):
             item["generatorURL"] = self.url.dashboard_url
         return [item]
 
-    def send(self, alert: Alert) -> None:
-        self.poster.post(self.payload(alert), {"Idempotency-Key": alert.idempotency_key})
+    async def send(self, alert: Alert) -> None:
+        await self.poster.post(self.payload(alert), {"Idempotency-Key": alert.idempotency_key})
 
-    def close(self) -> None:
-        self.poster.close()
+    async def close(self) -> None:
+        await self.poster.close()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.errors import GuardError
-from orchestrator.relay.base import Alert, Sink, SinkURL, TransientError
+from orchestrator.relay.base import Alert, Sink, SinkURL, TransientError, run_blocking
 
 
 def _apprise() -> Any:
@@ -31,8 +31,10 @@ class AppriseSink(Sink):
         if not self.apprise.add(target):
             raise GuardError(f"invalid sink URL {url.name}: Apprise does not understand it")
 
-    def send(self, alert: Alert) -> None:
+    async def send(self, alert: Alert) -> None:
         title = f"[{alert.severity.upper()}] {alert.alert_type} on {alert.entity}"
         body = f"{alert.description}\n\nalert #{alert.id}"
-        if not self.apprise.notify(body=body, title=title):
+        # Apprise blocks; its own timeouts are per request, so the relay's
+        # deadline gives up on the thread rather than waiting for it.
+        if not await run_blocking(lambda: self.apprise.notify(body=body, title=title)):
             raise TransientError("Apprise could not notify the service")

@@ -4,12 +4,17 @@ errors and the database)."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
+import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
 from orchestrator.errors import GuardError
 
@@ -20,6 +25,14 @@ RELAY_OPTIONS = ("min_severity", "dashboard_url", "digest")
 # Slow on purpose: the fingerprint is stored, and a URL may hold a short password.
 _FINGERPRINT_SALT = b"consistency-guard relay sink v1"
 _FINGERPRINT_ROUNDS = 100_000
+# Path segments that look like a token (Slack's T.../B.../secret, a webhook
+# key): long, or mixing letters and digits. Plain words (/services, /hooks)
+# stay readable in errors.
+_TOKEN_SEGMENT = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~%]{6,}$|^[^/]{20,}$")
+# Query parameters whose value is a secret however short it is.
+_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred", re.IGNORECASE)
+# Shorter secrets would redact ordinary words out of error messages.
+_MIN_SECRET = 3
 
 
 @dataclass(frozen=True)
@@ -86,6 +99,9 @@ class SinkURL:
     dashboard_url: str | None = None
     digest_seconds: int | None = None
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    # What kinds of secret the URL holds ("password", "token in the path"...):
+    # worth a warning when the URL was typed on a command line.
+    cli_secrets: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, raw: str) -> SinkURL:
@@ -114,20 +130,13 @@ class SinkURL:
             if digest <= 0:
                 raise GuardError(f"invalid sink URL {scheme}://***: digest must be a positive "
                                  "number of seconds")
-        secrets = {raw, parts.netloc}
-        if parts.password:
-            secrets |= {parts.password, unquote(parts.password)}
-        if parts.username:
-            secrets |= {parts.username, unquote(parts.username)}
-        if len(parts.path) > 1:
-            secrets.add(parts.path)
-        if parts.query:
-            secrets.add(parts.query)
-            secrets |= {v for _, v in rest if len(v) >= 6}
+        secrets, on_command_line = _secrets(parts, rest)
+        secrets.add(raw)
         return cls(raw=raw, scheme=scheme, parts=parts._replace(query=urlencode(rest)),
                    query=rest, min_severity=severity, dashboard_url=opts.get("dashboard_url"),
-                   digest_seconds=digest,
-                   secrets=tuple(sorted((s for s in secrets if s), key=len, reverse=True)))
+                   digest_seconds=digest, cli_secrets=on_command_line,
+                   secrets=tuple(sorted((s for s in secrets if len(s) >= _MIN_SECRET),
+                                        key=len, reverse=True)))
 
     @property
     def host(self) -> str:
@@ -139,14 +148,19 @@ class SinkURL:
 
     @property
     def name(self) -> str:
-        """The URL as it may be shown and stored: scheme, host and port only.
-        Schemes handed to Apprise often carry the secret in the host part
-        (``pover://user@token``, ``ntfy://topic``): nothing of theirs is shown."""
+        """The URL as it may be shown and stored: scheme, host and port only,
+        then ``#`` and the first hex digits of the fingerprint, so two sinks on
+        one host stay apart. Schemes handed to Apprise often carry the secret
+        in the host part (``pover://user@token``, ``ntfy://topic``): nothing
+        of theirs is shown."""
+        tag = f"#{self.fingerprint[:6]}"
         if self.scheme not in OWN_SCHEMES:
-            return f"{self.scheme}://***"
+            return f"{self.scheme}://***{tag}"
+        if self.scheme == "stdout":
+            return "stdout://"
         where = self.host + (f":{self.port}" if self.port else "")
         hidden = "/***" if len(self.parts.path) > 1 or self.parts.query else ""
-        return f"{self.scheme}://{where}{hidden}"
+        return f"{self.scheme}://{where}{hidden}{tag}"
 
     @cached_property
     def fingerprint(self) -> str:
@@ -166,10 +180,83 @@ class SinkURL:
             raise GuardError(f"invalid sink URL {self.name}: a host is required")
 
 
+def _secrets(parts: SplitResult, rest: tuple[tuple[str, str], ...]
+             ) -> tuple[set[str], tuple[str, ...]]:
+    """Every form in which a secret of the URL may come back in an error, a
+    log line or an echo of the server: raw, URL-decoded, URL-encoded, and for
+    user info the base64 of ``user:pass`` (HTTP Basic) and of
+    ``\\0user\\0pass`` (SMTP AUTH PLAIN) and of each half (AUTH LOGIN)."""
+    found: set[str] = {parts.netloc} if parts.password else set()
+    kinds: list[str] = []
+    user = unquote(parts.username or "")
+    password = unquote(parts.password or "")
+    if password:
+        kinds.append("a password")
+        pairs = [f"{user}:{password}", f"\0{user}\0{password}", f"{user}\0{user}\0{password}",
+                 user, password]
+        found |= {password, user, f"{user}:{password}"}
+        found |= {base64.b64encode(p.encode()).decode() for p in pairs if p}
+    elif user:
+        kinds.append("user info")
+        found.add(user)
+    segments = [seg for seg in parts.path.split("/") if _TOKEN_SEGMENT.match(seg)]
+    if segments:
+        kinds.append("a token in the path")
+        found |= set(segments)
+        found.add(parts.path)
+    for key, value in rest:
+        if len(value) >= 6 or (_SECRET_PARAMS.search(key) and value):
+            found.add(value)
+            if _SECRET_PARAMS.search(key):
+                kinds.append(f"a {key}= parameter")
+    if parts.query:
+        found.add(parts.query)
+    if parts.scheme not in OWN_SCHEMES and (parts.netloc or parts.path):
+        # Apprise URLs hold their tokens anywhere (ntfy://topic, pover://user@token).
+        kinds.append("a service token")
+        found |= {parts.netloc, parts.path.strip("/")}
+    every = set()
+    for secret in found:
+        every |= {secret, unquote(secret), quote(secret, safe=""), quote(unquote(secret), safe="")}
+    return every, tuple(dict.fromkeys(kinds))
+
+
+T = TypeVar("T")
+
+
+async def run_blocking(fn: Callable[[], T]) -> T:
+    """``fn()`` in a daemon thread of its own. Cancelled at the deadline, the
+    send is given up and its thread abandoned: unlike an executor's, a stuck
+    thread never holds up the relay's exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task
+            loop.call_soon_threadsafe(settle, None, exc)
+        else:
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=target, name="relay-blocking-send", daemon=True).start()
+    return await future
+
+
 class Sink:
     """One destination. ``send`` returns when the destination accepted the
-    alert and raises DeliveryError otherwise; it may be called from several
-    threads at once."""
+    alert and raises DeliveryError otherwise; the relay runs many sends of
+    one sink at once on its event loop and cancels a send at its deadline, so
+    a send must never block the loop (a blocking library goes through
+    ``run_blocking``)."""
 
     def __init__(self, url: SinkURL) -> None:
         self.url = url
@@ -178,12 +265,12 @@ class Sink:
     def name(self) -> str:
         return self.url.name
 
-    def send(self, alert: Alert) -> None:  # pragma: no cover - interface
+    async def send(self, alert: Alert) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def send_digest(self, alerts: list[Alert]) -> None:
+    async def send_digest(self, alerts: list[Alert]) -> None:
         """Several alerts as one message; only sinks that take ``digest=`` have it."""
         raise NotImplementedError  # pragma: no cover
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release connections; the default has none."""

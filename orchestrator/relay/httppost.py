@@ -1,17 +1,20 @@
-"""POSTing JSON with the standard library: http.client with one kept-alive
-connection per sending thread, which is all a relay needs and several times
-faster than a new connection per alert."""
+"""POSTing JSON with aiohttp: one session (kept-alive connections) per sink.
+
+The relay puts a hard deadline around every send (connect + whole response)
+and cancels it there; aiohttp aborts the connection on cancellation, so a
+server that drips its answer one byte at a time cannot hold a send past it.
+Credentials in the URL's user info go out as HTTP Basic auth."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
-import http.client
 import json
-import ssl
-import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
 
 from orchestrator.relay.base import PermanentError, TransientError
 
@@ -35,69 +38,60 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class JsonPoster:
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname or ""
-        self.port = parts.port or (443 if self.https else 80)
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.timeout = timeout
-        self._local = threading.local()
-        self._all: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self.headers = {"User-Agent": USER_AGENT}
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self.headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            parts = parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))
+        self.url = parts.geturl()
+        self._session: aiohttp.ClientSession | None = None
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn, True
-        if self.https:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                               context=ssl.create_default_context())
-        else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        self._local.conn = conn
-        with self._lock:
-            self._all.append(conn)
-        return conn, False
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use: a session belongs to the running event loop.
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers=self.headers,
+                # The relay's deadline bounds every send; no second clock here.
+                timeout=aiohttp.ClientTimeout(total=None),
+                connector=aiohttp.TCPConnector(limit=0))
+        return self._session
 
-    def _drop(self, conn: http.client.HTTPConnection) -> None:
-        conn.close()
-        self._local.conn = None
-
-    def post(self, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-        """POST ``payload`` as JSON; returns (status, body) for a 2xx answer
-        and raises TransientError / PermanentError otherwise."""
+    async def post(self, payload: Any, headers: dict[str, str] | None = None) -> int:
+        """POST ``payload`` as JSON; returns the status of a 2xx answer and
+        raises TransientError / PermanentError otherwise."""
         body = json.dumps(payload, default=str).encode()
-        all_headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                       **(headers or {})}
-        while True:
-            conn, reused = self._connection()
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        for reused in (True, False):
             try:
-                conn.request("POST", self.path, body, all_headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self._drop(conn)
+                async with self._client().post(self.url, data=body, headers=all_headers,
+                                               allow_redirects=False) as resp:
+                    data = await resp.read()
+                    return check_status(resp.status, resp.headers.get("Retry-After"), data)
+            except aiohttp.ServerDisconnectedError as exc:
                 if reused:
                     # The server closed an idle kept-alive connection: try a
                     # fresh one (a duplicate carries the same idempotency key).
                     continue
-                raise TransientError(f"connection error: {exc.__class__.__name__}: {exc}") from None
-            except TimeoutError:
-                self._drop(conn)
-                raise TransientError(f"timed out after {self.timeout:g} s") from None
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop(conn)
-                raise TransientError(f"connection error: {exc.__class__.__name__}: {exc}") from None
-            if resp.will_close:
-                self._drop(conn)
-            return check_status(resp.status, resp.getheader("Retry-After"), data), data
+                raise TransientError(f"connection error: {describe(exc)}") from None
+            except aiohttp.ClientConnectorError as exc:
+                raise TransientError(f"connection error: {describe(exc)}") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise TransientError(f"connection error: {describe(exc)}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    def close(self) -> None:
-        with self._lock:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 def check_status(status: int, retry_after: str | None, body: bytes) -> int:

@@ -4,7 +4,7 @@ id is in the message so a person can tell a repeat from a new alert."""
 
 from __future__ import annotations
 
-from orchestrator.relay.base import Alert, SinkURL
+from orchestrator.relay.base import Alert
 from orchestrator.relay.webhook import WebhookSink
 
 _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:",
@@ -13,9 +13,6 @@ _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:",
 
 class SlackSink(WebhookSink):
     prefix = "slack+"
-
-    def __init__(self, url: SinkURL, timeout: float = 10.0) -> None:
-        super().__init__(url, timeout)
 
     def payload(self, alert: Alert) -> object:
         title = f"{alert.severity.upper()}: {alert.alert_type} on {alert.entity}"

@@ -4,21 +4,26 @@ server offers it; certificates are verified (``cafile=`` for a private CA).
 One message per alert; its Message-ID is derived from the alert id, the
 idempotency key of mail. With ``digest=SECONDS`` warnings and
 info alerts are collected per window into one message (critical ones never
-wait); the database makes them due together, see _relay_enqueue."""
+wait); the database makes them due together, see _relay_enqueue.
+
+aiosmtplib, so the relay's deadline cancels a session wherever it hangs
+(connect, greeting, AUTH, DATA)."""
 
 from __future__ import annotations
 
-import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
+from urllib.parse import unquote
+
+import aiosmtplib
 
 from orchestrator.errors import GuardError
 from orchestrator.relay.base import Alert, PermanentError, Sink, SinkURL, TransientError
 
 
 class EmailSink(Sink):
-    def __init__(self, url: SinkURL, timeout: float = 10.0) -> None:
+    def __init__(self, url: SinkURL) -> None:
         super().__init__(url)
         url.require_host()
         opts = dict(url.query)
@@ -30,9 +35,8 @@ class EmailSink(Sink):
             raise GuardError(f"invalid sink URL {url.name}: to=ADDRESS[,ADDRESS] is required")
         self.tls = url.scheme == "smtps"
         self.port = url.port or (465 if self.tls else 25)
-        self.user = url.parts.username
-        self.password = url.parts.password
-        self.timeout = timeout
+        self.user = unquote(url.parts.username or "")
+        self.password = unquote(url.parts.password or "")
         self.cafile = opts.get("cafile") or None
 
     def message(self, alert: Alert) -> EmailMessage:
@@ -52,21 +56,6 @@ class EmailSink(Sink):
         msg.set_content("\n".join(lines) + "\n")
         return msg
 
-    def _open(self) -> smtplib.SMTP:
-        context = ssl.create_default_context(cafile=self.cafile)
-        if self.tls:
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.url.host, self.port, timeout=self.timeout,
-                                                  context=context)
-        else:
-            smtp = smtplib.SMTP(self.url.host, self.port, timeout=self.timeout)
-        smtp.ehlo()
-        if not self.tls and smtp.has_extn("starttls"):
-            smtp.starttls(context=context)
-            smtp.ehlo()
-        if self.user:
-            smtp.login(self.user, self.password or "")
-        return smtp
-
     def digest_message(self, alerts: list[Alert]) -> EmailMessage:
         ids = [a.id for a in alerts]
         counts = {s: sum(a.severity == s for a in alerts) for s in ("warning", "info")}
@@ -85,35 +74,33 @@ class EmailSink(Sink):
         msg.set_content("\n".join(lines) + "\n")
         return msg
 
-    def send(self, alert: Alert) -> None:
-        self._deliver(self.message(alert))
+    async def send(self, alert: Alert) -> None:
+        await self._deliver(self.message(alert))
 
-    def send_digest(self, alerts: list[Alert]) -> None:
-        self._deliver(self.digest_message(alerts))
+    async def send_digest(self, alerts: list[Alert]) -> None:
+        await self._deliver(self.digest_message(alerts))
 
-    def _deliver(self, message: EmailMessage) -> None:
+    async def _deliver(self, message: EmailMessage) -> None:
+        context = ssl.create_default_context(cafile=self.cafile)
+        smtp = aiosmtplib.SMTP(hostname=self.url.host, port=self.port, use_tls=self.tls,
+                               start_tls=None if not self.tls else False, tls_context=context,
+                               timeout=None)
         try:
-            smtp = self._open()
-            try:
-                smtp.send_message(message)
-            finally:
-                try:
-                    smtp.quit()
-                except (smtplib.SMTPException, OSError):
-                    smtp.close()
-        except smtplib.SMTPRecipientsRefused as exc:
-            codes = {code for code, _ in exc.recipients.values()}
-            error = f"recipients refused: {sorted(codes)}"
+            async with smtp:
+                if self.user:
+                    await smtp.login(self.user, self.password)
+                await smtp.send_message(message)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = sorted({r.code for r in exc.recipients})
+            error = f"recipients refused: {codes}"
             if all(400 <= c < 500 for c in codes):
                 raise TransientError(error) from None
             raise PermanentError(error) from None
-        except smtplib.SMTPResponseException as exc:
-            text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) \
-                else str(exc.smtp_error)
-            error = f"SMTP {exc.smtp_code}: {text}"
-            if 400 <= exc.smtp_code < 500:
+        except aiosmtplib.SMTPResponseException as exc:
+            error = f"SMTP {exc.code}: {exc.message}"
+            if 400 <= exc.code < 500:
                 raise TransientError(error) from None
             raise PermanentError(error) from None
-        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+        except (aiosmtplib.SMTPException, OSError) as exc:
             raise TransientError(f"SMTP connection error: {exc.__class__.__name__}: {exc}") \
                 from None

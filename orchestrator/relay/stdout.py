@@ -6,17 +6,23 @@ import json
 import sys
 import threading
 
-from orchestrator.relay.base import Alert, Sink, TransientError
+from orchestrator.relay.base import Alert, Sink, TransientError, run_blocking
 
 _lock = threading.Lock()
 
 
+def _write(line: str) -> None:
+    with _lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 class StdoutSink(Sink):
-    def send(self, alert: Alert) -> None:
+    async def send(self, alert: Alert) -> None:
+        # Off the event loop: a reader that stops reading fills the pipe and
+        # blocks the write, which must not stall every other sink.
         line = json.dumps(alert.as_json(), sort_keys=True, default=str)
         try:
-            with _lock:
-                sys.stdout.write(line + "\n")
-                sys.stdout.flush()
+            await run_blocking(lambda: _write(line))
         except OSError as exc:
             raise TransientError(f"stdout: {exc}") from None

@@ -1,5 +1,6 @@
 """``webhook+http(s)://host/path``: the alert as a JSON object, its id as the
-Idempotency-Key header so the receiver can drop a repeated delivery."""
+Idempotency-Key header so the receiver can drop a repeated delivery. User
+info in the URL (``https://user:pass@host/...``) is sent as HTTP Basic auth."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from orchestrator.relay.httppost import JsonPoster
 class WebhookSink(Sink):
     prefix = "webhook+"
 
-    def __init__(self, url: SinkURL, timeout: float = 10.0) -> None:
+    def __init__(self, url: SinkURL) -> None:
         super().__init__(url)
         url.require_host()
         target = url.parts._replace(scheme=url.scheme.removeprefix(self.prefix)).geturl()
-        self.poster = JsonPoster(target, timeout)
+        self.poster = JsonPoster(target)
 
     def payload(self, alert: Alert) -> object:
         body = alert.as_json()
@@ -22,8 +23,8 @@ class WebhookSink(Sink):
             body["dashboard_url"] = self.url.dashboard_url
         return body
 
-    def send(self, alert: Alert) -> None:
-        self.poster.post(self.payload(alert), {"Idempotency-Key": alert.idempotency_key})
+    async def send(self, alert: Alert) -> None:
+        await self.poster.post(self.payload(alert), {"Idempotency-Key": alert.idempotency_key})
 
-    def close(self) -> None:
-        self.poster.close()
+    async def close(self) -> None:
+        await self.poster.close()

@@ -213,18 +213,19 @@ $$;
 
 -- Relay per sink: open work, dead letters, the oldest delivery still owed and
 -- the last success. Pending and in-flight rows come from the relay's due
--- index, given-up and delivered ones from the partial indexes of migration
--- 0010: a scrape never reads the delivery history.
+-- index, dead ones from its partial index (migration 0009), the last success
+-- from the sink's row: a scrape never reads the delivery history.
 CREATE OR REPLACE FUNCTION consistency._relay_gauges(p_now timestamptz)
 RETURNS TABLE (sink_id bigint, sink text, pending bigint, retrying bigint, in_flight bigint,
-               failed bigint, dead bigint, oldest_pending_seconds double precision,
+               dead bigint, oldest_pending_seconds double precision,
                last_success_at timestamptz)
 LANGUAGE sql STABLE
 AS $$
-    SELECT s.id, s.name, o.pending, o.retrying, o.in_flight, g.failed, g.dead,
+    SELECT s.id, s.name, o.pending, o.retrying, o.in_flight,
+           (SELECT count(*) FROM consistency.relay_deliveries AS d
+             WHERE d.sink_id = s.id AND d.status = 'dead'),
            coalesce(extract(epoch FROM p_now - o.oldest)::double precision, 0),
-           (SELECT max(d.delivered_at) FROM consistency.relay_deliveries AS d
-             WHERE d.sink_id = s.id AND d.status = 'delivered')
+           s.last_success_at
       FROM consistency.relay_sinks AS s
      CROSS JOIN LATERAL (
            SELECT count(*) FILTER (WHERE d.status = 'pending' AND d.attempts = 0) AS pending,
@@ -233,11 +234,6 @@ AS $$
                   min(d.created_at) AS oldest
              FROM consistency.relay_deliveries AS d
             WHERE d.sink_id = s.id AND d.status IN ('pending', 'in_flight')) AS o
-     CROSS JOIN LATERAL (
-           SELECT count(*) FILTER (WHERE d.status = 'failed') AS failed,
-                  count(*) FILTER (WHERE d.status = 'dead') AS dead
-             FROM consistency.relay_deliveries AS d
-            WHERE d.sink_id = s.id AND d.status IN ('failed', 'dead')) AS g
 $$;
 
 -- The scrape ----------------------------------------------------------------
@@ -336,7 +332,7 @@ BEGIN
         'relay', coalesce((
             SELECT jsonb_agg(jsonb_build_object(
                        'sink', g.sink, 'pending', g.pending, 'retrying', g.retrying,
-                       'in_flight', g.in_flight, 'failed', g.failed, 'dead', g.dead,
+                       'in_flight', g.in_flight, 'dead', g.dead,
                        'oldest_pending_seconds', g.oldest_pending_seconds,
                        'last_success_at', extract(epoch FROM g.last_success_at))
                    ORDER BY g.sink_id)

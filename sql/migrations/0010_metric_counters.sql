@@ -1,5 +1,5 @@
 -- Metrics: monotonic counters for the exporter (consistency.metrics()), and
--- the indexes that keep a scrape cheap on large tables.
+-- the index that keeps a scrape's consistency rate cheap on a large outbox.
 --
 -- A counter derived by counting rows would go backwards when retention moves
 -- alerts out of the outbox, and would cost a scan of every alert per scrape.
@@ -55,15 +55,6 @@ INSERT INTO consistency.metric_counters (metric, label1, label2, value)
 SELECT 'circuit_transitions', circuit_key, to_state, count(*)
   FROM consistency.circuit_breaker_events
  GROUP BY circuit_key, to_state;
-
--- Relay gauges per sink: dead letters and the last success are read through
--- small partial indexes instead of a scan of every delivery ever made.
-CREATE INDEX IF NOT EXISTS relay_deliveries_given_up_idx
-    ON consistency.relay_deliveries (sink_id, status)
-    WHERE status IN ('failed', 'dead');
-CREATE INDEX IF NOT EXISTS relay_deliveries_delivered_idx
-    ON consistency.relay_deliveries (sink_id, delivered_at)
-    WHERE status = 'delivered';
 
 -- The consistency rate of a scrape: the calls that got a critical or warning
 -- alert since a point in time, read from the index alone (a day of a busy

@@ -18,6 +18,7 @@ from pgcluster import Cluster
 
 from orchestrator import breaker as breaker_mod
 from orchestrator import migrate
+from orchestrator.bench import circuit_client
 from orchestrator.breaker import (
     CallTimeoutError,
     CircuitBreaker,
@@ -54,6 +55,15 @@ def elapse_cooldown(conn: psycopg.Connection, key: str = KEY) -> None:
                            probe_started_at = probe_started_at - interval '1 hour'
                      WHERE circuit_key = %s""", (key,))
     conn.commit()
+
+
+def seen_by(breaker: CircuitBreaker, state: str, timeout: float = 1.0) -> None:
+    """Another connection changed the circuit: wait until this process's
+    mirror has read it (the window documented in orchestrator/circuit_mirror.py)."""
+    end = time.monotonic() + timeout
+    while breaker.mirror.known_state(breaker.key) != state:
+        assert time.monotonic() < end, f"the mirror never saw {state!r}"
+        time.sleep(0.005)
 
 
 def set_setting(conn: psycopg.Connection, key: str, value: object) -> None:
@@ -395,6 +405,7 @@ def test_decorator_and_context_managers_sync_and_async(dsn, conn) -> None:
         time.sleep(0.4)  # a sync block cannot be interrupted, but it counts
     assert state_row(conn)["failure_count"] == 2
     fail(conn)  # the third failure opens it
+    seen_by(breaker, "open")
     with pytest.raises(CircuitOpenError):
         book("12:00")
 
@@ -425,6 +436,10 @@ def test_fallback_to_in_process_breaker_then_resync(monkeypatch, caplog) -> None
         breaker = CircuitBreaker(KEY, dsn=dsn)
         assert breaker.call(lambda: "up") == "up"
         assert breaker.thresholds.failure_threshold == 2
+        end = time.monotonic() + 5  # the server stops under a mirror that admits in-process
+        while not breaker.mirror.admits(KEY):
+            assert time.monotonic() < end
+            time.sleep(0.01)
 
         own.stop()
         caplog.set_level(logging.WARNING, logger="orchestrator.breaker")
@@ -453,6 +468,10 @@ def test_fallback_to_in_process_breaker_then_resync(monkeypatch, caplog) -> None
         assert any("reachable again" in r.getMessage() for r in caplog.records)
         with psycopg.connect(dsn) as c:
             assert state_row(c)["state"] == "closed"
+        end = time.monotonic() + 15
+        while not breaker.mirror.admits(KEY):
+            assert time.monotonic() < end, "the mirror never listened again"
+            time.sleep(0.05)
     finally:
         breaker_mod.close_pools()
         own.destroy()
@@ -481,6 +500,7 @@ def test_booking_helper_queues_for_review_on_an_open_circuit(dsn, conn) -> None:
     assert outcome.booked and outcome.result == "booked 9:00" and outcome.review_id is None
 
     fail(conn, times=3)
+    seen_by(breaker, "open")
     ran: list[int] = []
     outcome = book_or_queue(breaker, call_id, lambda: ran.append(1),
                             review_context={"slot": "9:00"})
@@ -547,9 +567,21 @@ def test_bench_circuit_runs_with_tiny_sizes(cluster, run_cli: Callable) -> None:
     assert set(data["latency_ms"]) == {"round trip", "closed path", "locking acquire",
                                        "transition path", "breaker.call"}
     assert all(v > 0 for v in data["per_second"].values())
+    client = data["client"]
+    ours = {"breaker.call(noop)", "with breaker:", "breaker.call(noop), no mirror",
+            "with breaker:, no mirror"}
+    peer = {"pybreaker + Redis: call(noop)", "pybreaker + Redis: with calling()"}
+    # pybreaker, redis-py and redis-server come with the [bench] extra and
+    # scripts/ensure-system-deps.sh; where they are, the variant must run.
+    expected = ours if circuit_client.pybreaker_missing() else ours | peer
+    assert set(client["latency_ms"]) == set(client["per_second"]) == expected
+    assert all(v > 0 for v in client["per_second"].values())
+    assert (client["pybreaker_skipped"] is None) == (expected == ours | peer)
+    assert client["propagation_ms"]["n"] >= 2 and client["propagation_ms"]["median_ms"] > 0
     res = run_cli("bench", "circuit", "--dsn", cluster.dsn(), "--repeat", "3",
                   "--seconds", "0.1", "--clients", "1")
     assert res.code == 0 and "closed path" in res.out, res
+    assert "client side" in res.out and "with breaker:" in res.out, res
 
 
 def test_a_row_lock_held_elsewhere_does_not_hold_the_caller(dsn, conn, connect,

@@ -81,9 +81,12 @@ def fill(conn: psycopg.Connection) -> None:
     sink = conn.execute("SELECT consistency.relay_register_sink(%s, 'webhook+https://hooks"
                         ".example/***', 'webhook+https')", ["c" * 64]).fetchone()[0]
     conn.execute("SELECT consistency.raise_alert('relay_test', 'warning', 'system', 1, 'd')")
-    conn.execute("UPDATE consistency.relay_deliveries SET status = 'dead', attempts = 5"
+    conn.execute("UPDATE consistency.relay_deliveries SET status = 'dead', attempts = 5,"
+                 " dead_at = now()"
                  " WHERE sink_id = %s AND alert_id = (SELECT max(id) FROM consistency.alerts)",
                  [sink])
+    conn.execute("UPDATE consistency.relay_sinks SET last_success_at = now() - interval '3 min'"
+                 " WHERE id = %s", [sink])
     conn.execute("SELECT consistency.raise_alert('relay_test', 'warning', 'system', 2, 'd')")
     for _ in range(3):
         conn.execute("SELECT count(*) FROM consistency.run_check()")

@@ -4,6 +4,8 @@ a killed relay, a restarted PostgreSQL server, SIGTERM, a real Alertmanager."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import logging
 import os
@@ -13,13 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
 from pgcluster import Cluster, free_port
-from relay_servers import HttpRecorder, SmtpRecorder
+from relay_servers import DripServer, EchoAuthSmtp, HttpRecorder, SmtpRecorder
 
 from orchestrator import migrate
 from orchestrator.relay import Relay, RelayOptions, parse_sink, parse_sinks
@@ -27,7 +30,7 @@ from orchestrator.relay.httppost import retry_after_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RelayOptions(poll_seconds=0.2, base_delay=0.02, max_delay=0.2, lease_seconds=5,
-                    probe_seconds=0.5, reconnect_max_delay=0.5)
+                    probe_seconds=0.5, reconnect_max_delay=0.5, timeout=3)
 
 
 def raise_alerts(dsn: str, n: int, *, first: int = 1, severity: str = "critical",
@@ -51,7 +54,7 @@ def deliveries(dsn: str) -> list[tuple]:
 
 
 def make_relay(dsn: str, urls: list[str], options: RelayOptions = FAST) -> Relay:
-    relay = Relay(dsn, parse_sinks(urls, timeout=3), options)
+    relay = Relay(dsn, parse_sinks(urls), options)
     relay.register()
     return relay
 
@@ -136,7 +139,14 @@ def test_slack_sink_posts_block_kit(dsn, http) -> None:
 
     sink = SlackSink(SinkURL.parse(http.url("slack+http", "/services/T/B/X")))
     alert = relay_alert(dsn, raise_alerts(dsn, 1)[0])
-    sink.send(alert)
+
+    async def send_once() -> None:
+        try:
+            await sink.send(alert)
+        finally:
+            await sink.close()
+
+    asyncio.run(send_once())
     post = http.recorder.to("/services/T/B/X")[0]
     assert post.body["blocks"][0]["type"] == "header"
     assert f"alert #{alert.id}" in post.body["text"]
@@ -165,22 +175,21 @@ def test_sinks_from_environment(dsn, run_cli, monkeypatch, http) -> None:
 def test_server_error_twice_then_ok_is_delivered_with_attempts(dsn, http) -> None:
     http.recorder.script["/flaky"] = [(500, {}, b"boom"), (503, {}, b"busy")]
     relay = make_relay(dsn, [http.url("webhook+http", "/flaky")])
-    [alert_id] = raise_alerts(dsn, 1)
-    stats = relay.run(once=True)
+    with Background(relay):
+        [alert_id] = raise_alerts(dsn, 1)
+        assert http.recorder.wait_for(lambda: len(http.recorder.to("/flaky")) == 3)
+        assert wait_until(lambda: [r[2] for r in deliveries(dsn)] == ["delivered"])
     assert http.recorder.ids("/flaky") == [alert_id] * 3, "same idempotency key every time"
     [(_, _, status, attempts, last_error, _)] = deliveries(dsn)
     assert (status, attempts, last_error) == ("delivered", 3, None)
-    assert (stats.delivered, stats.retried) == (1, 2)
+    assert (relay.stats.delivered, relay.stats.retried) == (1, 2)
 
 
 def test_too_many_requests_honours_retry_after(dsn, http) -> None:
     http.recorder.script["/limited"] = [(429, {"Retry-After": "30"}, b"slow down")]
     relay = make_relay(dsn, [http.url("webhook+http", "/limited")])
     raise_alerts(dsn, 1)
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(2) as pool:
-        assert relay.process_batch(pool) == 1
+    assert relay.run(once=True).retried == 1
     with psycopg.connect(dsn) as conn:
         status, wait = conn.execute(
             "SELECT status, extract(epoch FROM next_attempt_at - clock_timestamp())"
@@ -196,11 +205,12 @@ def test_retry_after_parsing() -> None:
     assert 0 <= retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") < 1
 
 
-def test_client_error_fails_once_and_tells_the_other_sinks(dsn, http) -> None:
+def test_client_error_is_dead_at_once_and_tells_the_other_sinks(dsn, http) -> None:
     http.recorder.always["/broken"] = 400
     relay = make_relay(dsn, [http.url("webhook+http", "/broken"), http.url("webhook+http", "/ok")])
     [alert_id] = raise_alerts(dsn, 1)
-    relay.run(once=True)
+    assert relay.run(once=True).dead == 1
+    relay.run(once=True)  # the notice was raised during the first pass
     assert http.recorder.ids("/broken") == [alert_id], "a 4xx is not retried"
     ok_ids = http.recorder.ids("/ok")
     assert ok_ids[0] == alert_id and len(ok_ids) == 2, "the healthy sink got it once, plus news"
@@ -208,7 +218,7 @@ def test_client_error_fails_once_and_tells_the_other_sinks(dsn, http) -> None:
     assert failed_note["alert_type"] == "relay_delivery_failed"
     assert failed_note["metadata"]["alert_id"] == alert_id
     rows = {(a, t, st, n) for a, _, st, n, _, t in deliveries(dsn)}
-    assert (alert_id, "appointment_unlinked", "failed", 1) in rows
+    assert (alert_id, "appointment_unlinked", "dead", 1) in rows
     assert len([r for r in rows if r[1] == "relay_delivery_failed"]) == 1, \
         "the failure notice is not sent back to the failing sink"
 
@@ -217,10 +227,12 @@ def test_connection_refused_is_retried_then_dead(dsn) -> None:
     relay = make_relay(dsn, [f"webhook+http://127.0.0.1:{free_port()}/nobody"],
                        RelayOptions(**{**FAST.__dict__, "max_attempts": 2}))
     raise_alerts(dsn, 1)
-    stats = relay.run(once=True)
+    with Background(relay):
+        assert wait_until(lambda: [r[2] for r in deliveries(dsn)
+                                   if r[5] != "relay_delivery_failed"] == ["dead"])
     [(_, _, status, attempts, last_error, _)] = [
         r for r in deliveries(dsn) if r[5] != "relay_delivery_failed"]
-    assert (status, attempts, stats.retried) == ("dead", 2, 1)
+    assert (status, attempts, relay.stats.retried) == ("dead", 2, 1)
     assert "connection error" in last_error
 
 
@@ -232,7 +244,7 @@ def test_smtp_refused_recipient_fails_without_retry(dsn) -> None:
         relay.run(once=True)
     [(_, _, status, attempts, last_error, _)] = [
         r for r in deliveries(dsn) if r[5] != "relay_delivery_failed"]
-    assert (status, attempts) == ("failed", 1)
+    assert (status, attempts) == ("dead", 1)
     assert "550" in last_error
 
 
@@ -275,9 +287,10 @@ def test_transient_failures_are_dead_lettered(dsn, http) -> None:
     relay = make_relay(dsn, [http.url("webhook+http", "/down"), http.url("webhook+http", "/ok")],
                        RelayOptions(**{**FAST.__dict__, "max_attempts": 3}))
     [alert_id] = raise_alerts(dsn, 1, severity="warning")
-    stats = relay.run(once=True)
+    with Background(relay):
+        assert http.recorder.wait_for(lambda: len(http.recorder.to("/ok")) == 2)
     assert http.recorder.ids("/down") == [alert_id] * 3
-    assert stats.dead == 1
+    assert relay.stats.dead == 1
     assert [p.body["alert_type"] for p in http.recorder.to("/ok")] == [
         "appointment_unlinked", "relay_delivery_failed"]
 
@@ -292,6 +305,7 @@ def test_secrets_never_reach_logs_errors_or_database(dsn, http, caplog) -> None:
     raise_alerts(dsn, 1)
     with caplog.at_level(logging.INFO, logger="consistency.relay"):
         relay.run(once=True)
+        relay.run(once=True)  # the failure notice, raised during the first pass
     with psycopg.connect(dsn) as conn:
         dumped = json.dumps(conn.execute(
             "SELECT json_agg(t) FROM (SELECT * FROM consistency.relay_sinks) t").fetchone()[0]
@@ -366,12 +380,24 @@ def test_sigterm_finishes_the_send_in_flight_and_exits_0(dsn, http) -> None:
         while time.monotonic() < deadline and not _in_flight(dsn):
             time.sleep(0.02)
         assert _in_flight(dsn), "the relay never claimed the alert"
+        # Claimed rows whose send has not started yet are handed back on
+        # SIGTERM; give the send (1 s at the server) time to start.
+        time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
     assert [(a, st) for a, _, st, *_ in deliveries(dsn)] == [(alert_id, "delivered")]
+
+
+def wait_until(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
 
 
 def _in_flight(dsn: str) -> bool:
@@ -427,6 +453,10 @@ def test_relay_killed_five_times_mid_stream_loses_nothing(dsn, http) -> None:
         thread.join()
         assert http.recorder.wait_for(
             lambda: set(http.recorder.ids("/hook")) >= set(raised), timeout=60)
+        # A killed relay's last sends reached the hook unrecorded: the next
+        # relay sends them again once their lease runs out, and records them.
+        assert wait_until(lambda: {st for _, _, st, *_ in deliveries(dsn)} == {"delivered"},
+                          timeout=20)
     finally:
         done.set()
         proc.send_signal(signal.SIGTERM)
@@ -507,17 +537,21 @@ def test_real_alertmanager_receives_alerts(dsn, tmp_path) -> None:
         proc.wait(timeout=10)
 
 
-def test_apprise_sink_names_show_no_part_of_the_url() -> None:
+def test_sink_names_show_no_secret_and_tell_sinks_apart() -> None:
     from orchestrator.relay.base import SinkURL
 
     for raw in ("pover://someuser@secretapptoken", "ntfy://my-secret-topic-9f3a"):
         url = SinkURL.parse(raw)
-        assert url.name == f"{url.scheme}://***"
-    assert SinkURL.parse("webhook+https://hooks.example:8443/p/secret").name == \
-        "webhook+https://hooks.example:8443/***"
+        assert url.name == f"{url.scheme}://***#{url.fingerprint[:6]}"
+    one = SinkURL.parse("webhook+https://hooks.example:8443/p/secret1")
+    two = SinkURL.parse("webhook+https://hooks.example:8443/p/secret2")
+    assert one.name.startswith("webhook+https://hooks.example:8443/***#")
+    assert one.name != two.name, "two sinks on one host are told apart"
+    assert "secret" not in one.name + two.name
 
 
 def test_relay_sinks_and_forget_sink_cli(dsn, run_cli) -> None:
+    """`relay forget-sink`, and the hidden hyphenated aliases of before."""
     with psycopg.connect(dsn) as conn:
         sink_id = conn.execute(
             "SELECT consistency.relay_register_sink(%s, 'webhook+https://old.example/***', "
@@ -526,8 +560,305 @@ def test_relay_sinks_and_forget_sink_cli(dsn, run_cli) -> None:
     listed = run_cli("relay-sinks", "--dsn", dsn, "--json")
     assert listed.code == 0 and '"status": "pending"' in listed.out
     assert "pending" in run_cli("relay-sinks", "--dsn", dsn).out
-    assert run_cli("relay-forget-sink", "--dsn", dsn, str(sink_id)).code == 0
+    assert run_cli("relay", "forget-sink", "--dsn", dsn, str(sink_id)).code == 0
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM consistency.relay_deliveries").fetchone()[0] == 0
     again = run_cli("relay-forget-sink", "--dsn", dsn, str(sink_id))
     assert again.code == 2 and "no relay sink" in again.err
+
+
+# --- outages, deadlines, hanging sinks, give-up and re-drive ---------------------
+
+def _sink_id(dsn: str, relay: Relay, index: int) -> int:
+    name = relay.sinks[index].name
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT id FROM consistency.relay_sinks WHERE name = %s",
+                            (name,)).fetchone()[0]
+
+
+@pytest.mark.stress
+def test_outage_of_40_s_loses_nothing_and_give_up_then_redrive(dsn, http, run_cli) -> None:
+    """Two outages of 40 s side by side: relay A retries until the webhook is
+    back and delivers every alert once; relay B gives up after 10 s (dead,
+    one relay_delivery_failed to the other sinks), and `relay redrive`
+    delivers them once the webhook is up."""
+    rec = http.recorder
+    backoff = {"base_delay": 0.5, "max_delay": 4.0}
+    relay_a = make_relay(dsn, [http.url("webhook+http", p) for p in ("/down-a", "/ok-a")],
+                         RelayOptions(**{**FAST.__dict__, **backoff}))
+    relay_b = make_relay(dsn, [http.url("webhook+http", p) for p in ("/down-b", "/ok-b")],
+                         RelayOptions(**{**FAST.__dict__, **backoff, "give_up_after": 10.0}))
+    down_b = _sink_id(dsn, relay_b, 0)
+    outage_ends = time.monotonic() + 40
+    rec.down_until.update({"/down-a": outage_ends, "/down-b": outage_ends})
+    with Background(relay_a), Background(relay_b):
+        ids = raise_alerts(dsn, 10)
+        assert rec.wait_for(lambda: sorted(rec.accepted("/ok-b")) == ids, timeout=10)
+        assert wait_until(lambda: sum(r[2] == "dead" for r in deliveries(dsn)) == 10, timeout=20)
+        with psycopg.connect(dsn) as conn:
+            notices = conn.execute(
+                "SELECT id, entity_id FROM consistency.alerts"
+                " WHERE alert_type = 'relay_delivery_failed'").fetchall()
+        assert [entity for _, entity in notices] == [down_b], \
+            "ten dead deliveries on one sink: one relay_delivery_failed about it"
+        assert time.monotonic() < outage_ends, "give-up came during the outage"
+        notice = notices[0][0]
+        expected = sorted([*ids, notice])
+        assert rec.wait_for(lambda: sorted(rec.accepted("/down-a")) == expected,
+                            timeout=outage_ends - time.monotonic() + 15)
+        assert rec.wait_for(lambda: sorted(rec.accepted("/ok-a")) == expected, timeout=5)
+        assert rec.wait_for(lambda: sorted(rec.accepted("/ok-b")) == expected, timeout=5)
+        assert len(rec.to("/down-a")) > len(expected) + 10, "the outage was real: many 500s"
+
+        redriven = run_cli("relay", "redrive", "--dsn", dsn, "--sink", str(down_b),
+                           "--actor", "ops")
+        assert redriven.code == 0 and "re-drove 10 dead deliveries" in redriven.out
+        assert rec.wait_for(lambda: sorted(rec.accepted("/down-b")) == ids, timeout=10)
+        time.sleep(0.5)
+    for path, want in (("/down-a", expected), ("/ok-a", expected), ("/ok-b", expected),
+                       ("/down-b", ids)):
+        assert sorted(rec.accepted(path)) == want, f"{path}: lost or duplicated"
+    assert {r[2] for r in deliveries(dsn)} == {"delivered"}
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT actor, after ->> 'deliveries' FROM consistency.audit_log"
+                            " WHERE action = 'relay_redrive'").fetchall() == [("ops", "10")]
+
+
+def test_once_attempts_each_due_delivery_once_and_exits_1_then_0(dsn, http, run_cli) -> None:
+    url = http.url("webhook+http", "/flaky")
+    http.recorder.always["/flaky"] = 503
+    assert run_cli("relay", "--dsn", dsn, "--sink", url, "--once").code == 0, "nothing due: 0"
+    [alert_id] = raise_alerts(dsn, 1)
+    started = time.monotonic()
+    # --retry-delay 0: the failed delivery is due again at once, yet the pass
+    # attempts it only once (what became due after the pass began waits).
+    first = run_cli("relay", "--dsn", dsn, "--sink", url, "--once", "--retry-delay", "0",
+                    "--timeout", "2")
+    assert first.code == 1, first
+    assert time.monotonic() - started < 5, "--once never sleeps through backoff"
+    assert [(a, st, n) for a, _, st, n, *_ in deliveries(dsn)] == [(alert_id, "pending", 1)]
+    assert http.recorder.ids("/flaky") == [alert_id], "one attempt per pass"
+
+    http.recorder.always.clear()
+    second = run_cli("relay", "--dsn", dsn, "--sink", url, "--once")
+    assert second.code == 0, second
+    assert [(a, st, n) for a, _, st, n, *_ in deliveries(dsn)] == [(alert_id, "delivered", 2)]
+
+
+def test_two_relays_with_a_hanging_sink_send_nothing_twice(dsn, http) -> None:
+    """The reported scenario: sinks /hang (never answers) and /ok, two
+    relays, --batch 40 --concurrency 4 --lease 5 --timeout 3, 20 critical
+    alerts; at most 2 attempts, so the limit is reached within the test."""
+    options = RelayOptions(**{**FAST.__dict__, "batch": 40, "concurrency": 4,
+                              "lease_seconds": 5.0, "timeout": 3.0, "max_attempts": 2,
+                              "base_delay": 0.2, "max_delay": 0.5})
+    http.recorder.hang.add("/hang")
+    urls = [http.url("webhook+http", "/hang"), http.url("webhook+http", "/ok")]
+    first, second = make_relay(dsn, urls, options), make_relay(dsn, urls, options)
+    hang = _sink_id(dsn, first, 0)
+    worst_attempts, stuck = 0, set()
+    in_flight_since: dict[tuple[int, int], float] = {}
+    with Background(first), Background(second):
+        ids = raise_alerts(dsn, 20)
+        assert http.recorder.wait_for(lambda: set(http.recorder.accepted("/ok")) >= set(ids))
+        watch_until = time.monotonic() + 7
+        while time.monotonic() < watch_until:
+            with psycopg.connect(dsn) as conn:
+                rows = conn.execute("SELECT id, attempts, status FROM consistency.relay_deliveries"
+                                    " WHERE sink_id = %s", (hang,)).fetchall()
+            now = time.monotonic()
+            worst_attempts = max([worst_attempts, *(n for _, n, _ in rows)])
+            for row_id, attempts, status in rows:
+                if status == "in_flight":
+                    since = in_flight_since.setdefault((row_id, attempts), now)
+                    if now - since > 3 + 1.5:
+                        stuck.add(row_id)
+            time.sleep(0.2)
+    got = http.recorder.accepted("/ok")
+    assert sorted(i for i in got if i in ids) == ids, "the healthy sink got each alert once"
+    assert len(got) - len(ids) <= 1, "plus at most one relay_delivery_failed about /hang"
+    assert worst_attempts == 2, "rows reach their attempt limit and never go past it"
+    assert not stuck, "an attempt leaves in_flight at its deadline (3 s)"
+    with psycopg.connect(dsn) as conn:
+        errors = conn.execute("SELECT DISTINCT last_error FROM consistency.relay_deliveries"
+                              " WHERE sink_id = %s AND last_error IS NOT NULL",
+                              (hang,)).fetchall()
+    assert errors and all("3 s deadline" in e or "attempt limit" in e for (e,) in errors), errors
+    assert first.stats.deadlines + second.stats.deadlines >= 8
+
+
+def test_a_slow_drip_sink_is_abandoned_at_the_deadline(dsn) -> None:
+    with DripServer(interval=0.3) as drip:
+        relay = make_relay(dsn, [drip.url()],
+                           RelayOptions(**{**FAST.__dict__, "timeout": 1.5}))
+        raise_alerts(dsn, 1)
+        started = time.monotonic()
+        stats = relay.run(once=True)
+        took = time.monotonic() - started
+    assert (stats.deadlines, stats.retried) == (1, 1)
+    # The whole answer would take 0.3 s x 600 bytes: any bound far below 180 s shows it.
+    assert 1.4 < took < 10, f"abandoned at the 1.5 s deadline ({took:.1f} s)"
+    [(_, _, status, attempts, last_error, _)] = deliveries(dsn)
+    assert (status, attempts) == ("pending", 1)
+    assert "1.5 s deadline" in last_error
+
+
+def test_sigterm_stops_within_the_deadline_while_a_send_hangs(dsn, http) -> None:
+    http.recorder.hang.add("/hang")
+    proc = _spawn_relay(dsn, [http.url("webhook+http", "/hang")], "--timeout", "3",
+                        "--lease", "30")
+    try:
+        _wait_registered(dsn, 1)
+        [alert_id] = raise_alerts(dsn, 1)
+        assert wait_until(lambda: _in_flight(dsn), timeout=10), "never claimed"
+        assert http.recorder.wait_for(lambda: len(http.recorder.to("/hang")) == 1)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - sent < 3 + 1, "exits within the deadline + 1 s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    [(a, _, status, attempts, last_error, _)] = deliveries(dsn)
+    assert (a, status, attempts) == (alert_id, "pending", 1), "its outcome was recorded"
+    assert "deadline" in last_error
+
+
+def test_lease_is_renewed_while_a_slow_send_runs(dsn, http) -> None:
+    """A 1 s lease, sends of 2.5 s and a second relay polling: without
+    renewal the other relay would claim the expired rows and send again."""
+    http.recorder.delay = 2.5
+    options = RelayOptions(**{**FAST.__dict__, "lease_seconds": 1.0, "timeout": 5.0,
+                              "poll_seconds": 0.1})
+    urls = [http.url("webhook+http", "/slow")]
+    first, second = make_relay(dsn, urls, options), make_relay(dsn, urls, options)
+    with Background(first), Background(second):
+        ids = raise_alerts(dsn, 3)
+        assert http.recorder.wait_for(lambda: sorted(set(http.recorder.ids("/slow"))) == ids)
+        assert wait_until(lambda: {r[2] for r in deliveries(dsn)} == {"delivered"})
+        time.sleep(1.5)
+    assert sorted(http.recorder.ids("/slow")) == ids, "each alert sent once"
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_echoing_smtp_server_never_sees_the_password_leave(dsn, http, run_cli, caplog,
+                                                           mechanism) -> None:
+    password = "S3cr3t/P@ss wörd"
+    encoded = urllib.parse.quote(password, safe="")
+    forms = {password, encoded, "S3cr3t",
+             base64.b64encode(f"mailer:{password}".encode()).decode(),
+             base64.b64encode(f"\0mailer\0{password}".encode()).decode(),
+             base64.b64encode(password.encode()).decode()}
+    caplog.set_level(logging.INFO, logger="consistency.relay")
+    with EchoAuthSmtp(mechanism) as smtp:
+        url = (f"smtp://mailer:{encoded}@127.0.0.1:{smtp.port}"
+               "?from=guard@example.com&to=ops@example.com")
+        args = ["relay", "--dsn", dsn, "--sink", url, "--sink",
+                http.url("webhook+http", "/ok"), "--once"]
+        assert run_cli(*args).code == 0  # registers the sinks
+        raise_alerts(dsn, 1)
+        first, second = run_cli(*args), run_cli(*args)
+        assert smtp.auth_lines[0].startswith(f"AUTH {mechanism}"), "the server echoed AUTH"
+    assert first.code == 1 and "dead 1" in first.err, first
+    assert second.code == 0, "the failure notice went to the other sink"
+    assert "warning: --sink smtp://127.0.0.1" in first.err, "a password on the command line"
+    assert "535" in caplog.text, "the server's refusal is logged, redacted"
+    with psycopg.connect(dsn) as conn:
+        stored = json.dumps(conn.execute(
+            "SELECT json_build_object("
+            " 'deliveries', (SELECT json_agg(d) FROM consistency.relay_deliveries d),"
+            " 'sinks', (SELECT json_agg(s) FROM consistency.relay_sinks s),"
+            " 'alerts', (SELECT json_agg(a) FROM consistency.alerts a))").fetchone()[0],
+            ensure_ascii=False)
+    assert "535" in stored and "credentials rejected" in stored
+    delivered = json.dumps([p.body for p in http.recorder.to("/ok")], ensure_ascii=False)
+    for text, where in ((first.err + second.err + caplog.text, "stderr"),
+                        (stored, "the database"),
+                        (delivered, "the other sink")):
+        for form in forms:
+            assert form not in text, f"{form!r} reached {where}"
+
+
+def test_webhook_user_info_goes_out_as_basic_auth(dsn, http) -> None:
+    relay = make_relay(dsn, [f"webhook+http://hook%40user:pa%3Ass@127.0.0.1:{http.port}/auth"])
+    raise_alerts(dsn, 1)
+    relay.run(once=True)
+    [post] = http.recorder.to("/auth")
+    assert post.headers["Authorization"] == "Basic " + base64.b64encode(
+        b"hook@user:pa:ss").decode()
+
+
+def test_sinks_file_and_command_line_secrets(dsn, run_cli, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("CONSISTENCY_SINKS", raising=False)
+    path = tmp_path / "sinks"
+    path.write_text("# ops\n\nstdout://\n")
+    path.chmod(0o644)
+    refused = run_cli("relay", "--dsn", dsn, "--sinks-file", str(path), "--once")
+    assert refused.code == 2 and refused.err.count("\n") == 1, refused
+    assert "open to group or others (mode 0644): chmod 600" in refused.err
+    path.chmod(0o600)
+    ok = run_cli("relay", "--dsn", dsn, "--sinks-file", str(path), "--once")
+    assert ok.code == 0 and "warning" not in ok.err, ok
+    missing = run_cli("relay", "--dsn", dsn, "--sinks-file", str(tmp_path / "nope"), "--once")
+    assert missing.code == 2 and "cannot read sinks file" in missing.err
+
+    secret = "webhook+https://127.0.0.1:1/services/T0123/B0456/xoxbS3cretToken"
+    warned = run_cli("relay", "--dsn", dsn, "--sink", secret, "--sinks-file", str(path),
+                     "--once", "--timeout", "0.5")
+    assert "a token in the path" in warned.err and "ps" in warned.err
+    assert "xoxbS3cretToken" not in warned.err and "T0123" not in warned.err
+    monkeypatch.setenv("CONSISTENCY_SINKS", secret)
+    quiet = run_cli("relay", "--dsn", dsn, "--once", "--timeout", "0.5")
+    assert "warning: --sink" not in quiet.err, "no warning for the environment"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--give-up-after", "1s", "--timeout", "10"], "shorter than one send's deadline"),
+    (["--lease", "0.5"], "--lease"),
+    (["--backlog", "soon"], "invalid --backlog"),
+])
+def test_impossible_options_are_refused_at_start(dsn, run_cli, args, message) -> None:
+    result = run_cli("relay", "--dsn", dsn, "--sink", "stdout://", "--once", *args)
+    assert result.code == 2 and message in result.err and result.err.count("\n") == 1, result
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM consistency.relay_sinks").fetchone()[0] == 0
+
+
+def test_backlog_for_a_sink_seen_the_first_time(dsn, run_cli) -> None:
+    ids = raise_alerts(dsn, 2)
+    result = run_cli("relay", "--dsn", dsn, "--sink", "stdout://", "--once", "--backlog", "1h")
+    assert [json.loads(line)["id"] for line in result.out.splitlines()] == ids
+    again = run_cli("relay", "--dsn", dsn, "--sink", "stdout://", "--once", "--backlog", "1h")
+    assert again.out == "", "a known sink gets no backlog twice"
+
+
+def test_relay_status_sinks_and_heartbeat(dsn, http, run_cli) -> None:
+    http.recorder.always["/refuses"] = 404
+    relay = make_relay(dsn, [http.url("webhook+http", "/refuses"),
+                             http.url("webhook+http", "/ok")],
+                       RelayOptions(**{**FAST.__dict__, "heartbeat_seconds": 0.2}))
+    with Background(relay):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("UPDATE consistency.relay_sinks"
+                         "   SET last_seen_at = now() - interval '1 day'")
+        raise_alerts(dsn, 2)
+        assert http.recorder.wait_for(lambda: len(http.recorder.to("/ok")) == 3)
+        time.sleep(0.5)
+    status = run_cli("relay", "status", "--dsn", dsn, "--json")
+    assert status.code == 1, "a dead delivery makes relay status exit 1"
+    by_name = {s["sink"]: s for s in json.loads(status.out)}
+    refuses, ok = (by_name[s.name] for s in relay.sinks)
+    assert (refuses["dead"], refuses["pending"], refuses["in_flight"]) == (2, 0, 0)
+    assert refuses["last_error"].startswith("refused: HTTP 404")
+    assert (ok["dead"], ok["delivered_last_hour"], ok["last_error"]) == (0, 3, None)
+    assert ok["last_success_at"] is not None
+    assert all(s["last_seen_at"] > time.strftime("%Y-%m-%d") for s in by_name.values()), \
+        "a running relay refreshes last_seen_at of the sinks it serves"
+    table = run_cli("relay", "status", "--dsn", dsn)
+    assert "404" in table.out and table.code == 1
+    listed = run_cli("relay", "sinks", "--dsn", dsn, "--json")
+    assert listed.code == 0 and {r["status"] for r in json.loads(listed.out)} == {
+        "dead", "delivered"}
+    assert run_cli("relay", "redrive", "--dsn", dsn, "--type", "nothing-like-it").code == 0
+    assert "re-drove 2" in run_cli("relay", "redrive", "--dsn", dsn).out
+    assert run_cli("relay", "status", "--dsn", dsn).code == 0
