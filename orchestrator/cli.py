@@ -741,6 +741,26 @@ def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int,
                   hang_rounds=hang_rounds), as_json, lambda r: mod.print_report(r, out))
 
 
+@bench.command("serve")
+@dsn_option
+@json_option
+@click.option("--calls", type=click.IntRange(min=100), default=1_000_000, show_default=True)
+@click.option("--alerts", type=click.IntRange(min=100), default=1_000_000, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--write-repeat", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Samples of raising 20 alerts with and without the metric counters.")
+def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat: int,
+                write_repeat: int) -> None:
+    """Cost of one scrape (consistency.metrics()) at 1M calls and 1M alerts (target < 50 ms),
+    and what the metric counters cost the writers of alerts."""
+    from orchestrator.bench import serve as mod
+
+    _emit(mod.run(db.resolve_dsn(dsn), calls=calls, alerts=alerts, repeat=repeat,
+                  progress=None if as_json else (lambda m: err.print(m, style="dim")),
+                  write_repeat=write_repeat),
+          as_json, mod.print_report)
+
+
 @bench.command("triggers")
 @dsn_option
 @click.option("--calls", type=click.IntRange(min=100), default=100_000, show_default=True,
@@ -758,6 +778,105 @@ def bench_triggers(dsn: str | None, calls: int, repeat: int, as_json: bool) -> N
     _emit(results, as_json,
           lambda r: render(f"bench triggers: {calls} calls, median of {repeat} (ms)",
                            mod.COLUMNS, mod.table_rows(r), console=out))
+
+
+# --- serve and up ------------------------------------------------------------------
+
+def serve_options(func: F) -> F:
+    for option in reversed([
+        click.option("--host", default="127.0.0.1", show_default=True,
+                     help="Address to listen on; anything but loopback wants a token."),
+        click.option("--port", type=click.IntRange(0, 65535), default=9187, show_default=True),
+        click.option("--token", envvar="CONSISTENCY_TOKEN", default=None, show_envvar=True,
+                     help="Require Authorization: Bearer TOKEN (or a browser login with "
+                          "TOKEN as password) on everything but /healthz."),
+        click.option("--rate-limit", default="120/minute", show_default=True,
+                     help="Requests per client, e.g. 120/minute; over it: 429 + Retry-After."),
+        click.option("--refresh", "refresh_seconds", type=click.IntRange(2, 3600), default=30,
+                     show_default=True, help="Dashboard refresh interval in seconds."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _wait_for_signal(until: Callable[[threading.Event], None] | None = None) -> None:
+    """Block until SIGTERM or SIGINT (or ``until`` returns)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if until is None:
+            while not stop.wait(1.0):
+                pass
+        else:
+            until(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@cli.command()
+@dsn_option
+@serve_options
+def serve(dsn: str | None, host: str, port: int, token: str | None, rate_limit: str,
+          refresh_seconds: int) -> None:
+    """Prometheus /metrics, /healthz, /api/status and the dashboard at /.
+
+    Reads as consistency_monitor (the login role needs membership), read-only:
+    a hot standby will do. SIGTERM stops it."""
+    from orchestrator import server
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s serve %(levelname)s %(message)s")
+    options = server.ServeOptions(host, port, token, rate_limit, refresh_seconds)
+    thread, database = server.start(db.resolve_dsn(dsn), options)
+    err.print(f"serving http://{thread.address}/ (metrics at /metrics)", markup=False)
+    try:
+        _wait_for_signal()
+    finally:
+        thread.stop()
+        database.close()
+    err.print("stopped", markup=False)
+
+
+@cli.command()
+@dsn_option
+@click.option("--sink", "sinks", multiple=True, metavar="URL",
+              help="Relay alerts to this sink (repeatable); default $CONSISTENCY_SINKS. "
+                   "Without sinks, no relay runs.")
+@click.option("--every", default="5m", show_default=True, metavar="DURATION",
+              help="Interval of the consistency check.")
+@click.option("--window", default=None, metavar="DURATION",
+              help="Window of each check (default monitoring.recent_hours).")
+@serve_options
+def up(dsn: str | None, sinks: tuple[str, ...], every: str, window: str | None, host: str,
+       port: int, token: str | None, rate_limit: str, refresh_seconds: int) -> None:
+    """Check loop, relay and serve in one process.
+
+    Each part restarts after losing the database; /healthz reports each one.
+    SIGTERM stops the check loop, drains the relay, stops serving, exits 0."""
+    from orchestrator import relay as relay_mod
+    from orchestrator import server
+    from orchestrator import up as up_mod
+
+    options = up_mod.UpOptions(
+        every=parse_duration(every, what="interval"),
+        window=parse_duration(window, what="window") if window else None,
+        sinks=relay_mod.collect_sink_urls(sinks, None).urls,
+        serve=server.ServeOptions(host, port, token, rate_limit, refresh_seconds))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    runner = up_mod.Up(db.resolve_dsn(dsn), options)
+    runner.start()
+    err.print(f"up: serving http://{runner.server.address}/, check every {every}, "
+              f"relay to {len(options.sinks)} sink(s)", markup=False)
+    try:
+        _wait_for_signal(runner.watch)
+    finally:
+        runner.stop()
+    err.print("stopped", markup=False)
+    if runner.failed:
+        sys.exit(1)
 
 
 # --- entry point ---------------------------------------------------------------

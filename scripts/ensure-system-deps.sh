@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure what the test suite needs from the system is installed: the
 # PostgreSQL server, pgTAP, plpgsql_check, python3-venv, openssl (the SMTPS
-# test's certificate) and, when the distribution has it, a real Alertmanager
-# and redis-server (`consistency bench circuit` compares pybreaker with its
-# Redis storage when it is there).
+# test's certificate) and, when the distribution has them, a real Alertmanager,
+# redis-server (`consistency bench circuit` compares pybreaker with its Redis
+# storage when it is there), promtool (package prometheus: the alert rules'
+# tests) and Chromium with its driver (the dashboard's browser test).
 # Installs with apt-get when running as root on Debian/Ubuntu; otherwise says
 # exactly what is missing and exits non-zero.
 set -euo pipefail
@@ -11,7 +12,6 @@ set -euo pipefail
 PG_MAJOR="${PG_MAJOR:-15}"
 required=(postgresql-"$PG_MAJOR" postgresql-"$PG_MAJOR"-pgtap postgresql-"$PG_MAJOR"-plpgsql-check
           python3-venv openssl util-linux)
-optional=(prometheus-alertmanager)
 
 bindir=""
 if command -v pg_config >/dev/null 2>&1; then
@@ -28,8 +28,11 @@ command -v runuser >/dev/null 2>&1 || missing+=("util-linux")
 command -v openssl >/dev/null 2>&1 || missing+=("openssl")
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=("python3-venv")
 want_optional=()
-command -v prometheus-alertmanager >/dev/null 2>&1 || want_optional+=("${optional[@]}")
+command -v prometheus-alertmanager >/dev/null 2>&1 || want_optional+=(prometheus-alertmanager)
 [ -x /usr/bin/redis-server ] || want_optional+=(redis-server)
+command -v promtool >/dev/null 2>&1 || want_optional+=(prometheus)
+command -v chromium >/dev/null 2>&1 || want_optional+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || want_optional+=(chromium-driver)
 
 if [ ${#missing[@]} -eq 0 ] && { [ ${#want_optional[@]} -eq 0 ] || [ "$(id -u)" -ne 0 ]; }; then
     exit 0

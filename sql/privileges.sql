@@ -164,3 +164,8 @@ GRANT EXECUTE ON FUNCTION consistency.relay_status() TO consistency_monitor;
 -- guarded counter: owner only (the monitor's SECURITY DEFINER check
 -- functions call it).
 GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consistency_monitor;
+-- metrics
+-- serve reads everything through these two functions (SECURITY DEFINER,
+-- read-only); the counter tables stay owner-only.
+GRANT EXECUTE ON FUNCTION consistency.metrics(), consistency.status(integer)
+    TO consistency_monitor;

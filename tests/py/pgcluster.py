@@ -109,6 +109,36 @@ class Cluster:
     def dsn(self, dbname: str = "postgres") -> str:
         return f"host={self.host} port={self.port} user={self.user} dbname={dbname}"
 
+    def replica(self) -> Cluster:
+        """A hot standby of this cluster, streaming from it: a base backup
+        (pg_basebackup -R writes the standby.signal and primary_conninfo) on
+        a port of its own, started."""
+        standby = Cluster()
+        self._run("pg_basebackup", "-h", self.host, "-p", str(self.port), "-U", self.user,
+                  "-D", str(standby.datadir), "-R", "-X", "stream", "-c", "fast", "--no-sync")
+        with (standby.datadir / "postgresql.conf").open("a") as f:
+            f.write(f"port = {standby.port}\nunix_socket_directories = '{standby.base}'\n"
+                    "hot_standby = on\n")
+        standby.start()
+        return standby
+
+    def wait_for_replay(self, primary: Cluster, timeout: float = 30.0) -> None:
+        """Wait until this standby has replayed everything the primary has
+        committed so far."""
+        import time
+
+        import psycopg
+
+        with psycopg.connect(primary.dsn(), autocommit=True) as p:
+            target = p.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn(), autocommit=True) as s:
+            while not s.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
+                                [target]).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"standby did not replay up to {target}")
+                time.sleep(0.05)
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.logfile.read_text().splitlines()[-lines:])
