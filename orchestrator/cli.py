@@ -843,14 +843,19 @@ def serve(dsn: str | None, host: str, port: int, token: str | None, rate_limit: 
 @dsn_option
 @click.option("--sink", "sinks", multiple=True, metavar="URL",
               help="Relay alerts to this sink (repeatable); default $CONSISTENCY_SINKS. "
-                   "Without sinks, no relay runs.")
+                   "Without sinks, no relay runs. A URL holding a secret is visible in ps: "
+                   "use --sinks-file or $CONSISTENCY_SINKS.")
+@click.option("--sinks-file", metavar="FILE", default=None,
+              help="Sink URLs, one a line (# comments); refused when group or others may "
+                   "read it (chmod 600).")
 @click.option("--every", default="5m", show_default=True, metavar="DURATION",
               help="Interval of the consistency check.")
 @click.option("--window", default=None, metavar="DURATION",
               help="Window of each check (default monitoring.recent_hours).")
 @serve_options
-def up(dsn: str | None, sinks: tuple[str, ...], every: str, window: str | None, host: str,
-       port: int, token: str | None, rate_limit: str, refresh_seconds: int) -> None:
+def up(dsn: str | None, sinks: tuple[str, ...], sinks_file: str | None, every: str,
+       window: str | None, host: str, port: int, token: str | None, rate_limit: str,
+       refresh_seconds: int) -> None:
     """Check loop, relay and serve in one process.
 
     Each part restarts after losing the database; /healthz reports each one.
@@ -859,11 +864,14 @@ def up(dsn: str | None, sinks: tuple[str, ...], every: str, window: str | None, 
     from orchestrator import server
     from orchestrator import up as up_mod
 
+    sources = relay_mod.collect_sink_urls(sinks, sinks_file)
     options = up_mod.UpOptions(
-        every=parse_duration(every, what="interval"),
-        window=parse_duration(window, what="window") if window else None,
-        sinks=relay_mod.collect_sink_urls(sinks, None).urls,
+        every=parse_duration(every, durations.INTERVAL),
+        window=parse_duration(window, durations.WINDOW) if window else None,
+        sinks=sources.urls,
         serve=server.ServeOptions(host, port, token, rate_limit, refresh_seconds))
+    for warning in sources.warnings:
+        err.print(warning, markup=False)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     runner = up_mod.Up(db.resolve_dsn(dsn), options)

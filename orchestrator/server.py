@@ -77,7 +77,8 @@ class Database:
     def __init__(self, dsn: str, *, timeout: float = 2.0) -> None:
         self.timeout = timeout
         self.pool = ConnectionPool(
-            dsn, min_size=1, max_size=4, open=False, name="consistency-serve",
+            db.session_conninfo(dsn), min_size=1, max_size=4, open=False,
+            name="consistency-serve",
             kwargs={"autocommit": True, "application_name": "consistency serve",
                     "connect_timeout": 3},
             configure=self._configure, check=ConnectionPool.check_connection,

@@ -54,11 +54,13 @@ END
 $$;
 
 -- 'appointment_booking:service:17' -> 'appointment_booking:service'; a key
--- without ':' is its own family.
+-- without ':' is its own family. Alerts are throttled per family and metric
+-- labels are families, so at most 100 characters of it.
 CREATE OR REPLACE FUNCTION consistency._circuit_family(p_key text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN strpos(p_key, ':') = 0 THEN p_key ELSE regexp_replace(p_key, ':[^:]*$', '') END;
+RETURN left(CASE WHEN strpos(p_key, ':') = 0 THEN p_key
+                 ELSE regexp_replace(p_key, ':[^:]*$', '') END, 100);
 
 -- Every transition: one event row, one NOTIFY (delivered on commit, a hint;
 -- the event row is the truth), and an alert for the transitions people act on.

@@ -118,52 +118,41 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._metric_counter_values(p_metric text)
 RETURNS TABLE (label1 text, label2 text, value bigint)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT u.label1, u.label2, sum(u.value)::bigint
       FROM (SELECT c.label1, c.label2, c.value
               FROM consistency.metric_counters AS c WHERE c.metric = p_metric
             UNION ALL
             SELECT d.label1, d.label2, d.value
               FROM consistency.metric_counter_deltas AS d WHERE d.metric = p_metric) AS u
-     GROUP BY u.label1, u.label2
-$$;
+     GROUP BY u.label1, u.label2;
+END;
 
 -- Labels --------------------------------------------------------------------
 
 -- Circuit keys are data that any application writes
 -- ('appointment_booking:service:42'), so they never become labels as they
--- are: a trailing id segment (digits or a UUID) is cut off, leaving the
--- family ('appointment_booking:service'), and at most _circuit_label_cap()
--- families (in name order) keep their own label; the rest share 'other'.
-CREATE OR REPLACE FUNCTION consistency._circuit_family(p_key text)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT left(regexp_replace(p_key,
-                               ':([0-9]+|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?'
-                               '[0-9a-fA-F]{4}-?[0-9a-fA-F]{12})$', ''), 100)
-$$;
-
+-- are: a label is the key's family (_circuit_family in circuit.sql, the
+-- one the alert throttle uses), and at most _circuit_label_cap() families
+-- (in name order) keep their own label; the rest share 'other'.
 CREATE OR REPLACE FUNCTION consistency._circuit_label_cap()
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT 20 $$;
+RETURN 20;
 
 -- Order of the dashboard's circuit list: what refuses calls first.
 CREATE OR REPLACE FUNCTION consistency._circuit_state_rank(p_state text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE p_state WHEN 'open' THEN 1 WHEN 'forced_open' THEN 2 WHEN 'half_open' THEN 3
-                        WHEN 'disabled' THEN 4 ELSE 5 END
-$$;
+RETURN CASE p_state WHEN 'open' THEN 1 WHEN 'forced_open' THEN 2 WHEN 'half_open' THEN 3
+                    WHEN 'disabled' THEN 4 ELSE 5 END;
 
 -- Every circuit key known (a state row or a counted transition) and its
 -- label, as one jsonb object (key -> label) that a scrape computes once.
 CREATE OR REPLACE FUNCTION consistency._circuit_labels()
 RETURNS jsonb
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     WITH keys AS (
         SELECT k.circuit_key, consistency._circuit_family(k.circuit_key) AS family
           FROM (SELECT s.circuit_key FROM consistency.circuit_breaker_states AS s
@@ -176,8 +165,8 @@ AS $$
     )
     SELECT coalesce(jsonb_object_agg(k.circuit_key, coalesce(kept.family, 'other')), '{}')
       FROM keys AS k
-      LEFT JOIN kept ON kept.family = k.family
-$$;
+      LEFT JOIN kept ON kept.family = k.family;
+END;
 
 -- Windows -------------------------------------------------------------------
 
@@ -192,7 +181,7 @@ CREATE OR REPLACE FUNCTION consistency._call_window(p_since timestamptz)
 RETURNS TABLE (calls bigint, booking_attempts bigint, booking_failures bigint,
                inconsistent_calls bigint, validation_failures bigint)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     WITH flagged AS (
         SELECT DISTINCT a.entity_id
           FROM consistency.alerts AS a
@@ -208,8 +197,8 @@ AS $$
              WHERE a.alert_type = 'appointment_rollback' AND a.detected_at >= p_since)
       FROM public.calls AS c
       LEFT JOIN flagged AS f ON f.entity_id = c.id
-     WHERE c.created_at >= p_since
-$$;
+     WHERE c.created_at >= p_since;
+END;
 
 -- Relay per sink: open work, dead letters, the oldest delivery still owed and
 -- the last success. Pending and in-flight rows come from the relay's due
@@ -220,7 +209,7 @@ RETURNS TABLE (sink_id bigint, sink text, pending bigint, retrying bigint, in_fl
                dead bigint, oldest_pending_seconds double precision,
                last_success_at timestamptz)
 LANGUAGE sql STABLE
-AS $$
+BEGIN ATOMIC
     SELECT s.id, s.name, o.pending, o.retrying, o.in_flight,
            (SELECT count(*) FROM consistency.relay_deliveries AS d
              WHERE d.sink_id = s.id AND d.status = 'dead'),
@@ -233,8 +222,8 @@ AS $$
                   count(*) FILTER (WHERE d.status = 'in_flight') AS in_flight,
                   min(d.created_at) AS oldest
              FROM consistency.relay_deliveries AS d
-            WHERE d.sink_id = s.id AND d.status IN ('pending', 'in_flight')) AS o
-$$;
+            WHERE d.sink_id = s.id AND d.status IN ('pending', 'in_flight')) AS o;
+END;
 
 -- The scrape ----------------------------------------------------------------
 

@@ -58,7 +58,7 @@ def test_up_runs_every_part_and_stops_on_sigterm() -> None:
         base = f"http://127.0.0.1:{port}"
         proc = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "up", "--dsn", dsn, "--sink",
-             "stdout://", "--every", "0.5s", "--port", str(port)],
+             "stdout://", "--every", "1s", "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "CONSISTENCY_TOKEN": TOKEN, "DATABASE_URL": ""})
         lines: list[str] = []

@@ -34,6 +34,8 @@ SELECT set_eq(
     ('consistency.now()', 'consistency_app'),
     ('consistency.now()', 'consistency_reviewer'),
     ('consistency.now()', 'consistency_monitor'),
+    ('consistency.metrics()', 'consistency_monitor'),
+    ('consistency.status(integer)', 'consistency_monitor'),
     ('consistency.relay_status()', 'consistency_monitor'),
     ('consistency.review_claim(text)', 'consistency_reviewer'),
     ('consistency.review_enqueue(bigint,text,jsonb,integer,text)', 'consistency_app'),
