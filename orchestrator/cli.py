@@ -792,6 +792,8 @@ def main(argv: list[str] | None = None) -> None:
     except ProfileError as exc:
         for line in exc.lines:
             output.error(line)
+        for note in exc.notes:
+            output.err.print(f"note: {output.clean(note)}", markup=False)
         sys.exit(exc.exit_code)
     except GuardError as exc:
         output.error(exc)

@@ -446,7 +446,7 @@ def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
         # As the owner, before anything is written: every difference at once.
         found = adoption.differences(conn, adopt.profile)
         if found.blocking:
-            raise ProfileError(found.blocking)
+            raise ProfileError(found.blocking, found.notes)
         result.notes = found.notes
         if internalmigrations.needs_upgrading(backend):
             internalmigrations.upgrade(backend)

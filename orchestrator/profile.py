@@ -170,11 +170,13 @@ DEFAULT = Profile()
 
 
 class ProfileError(GuardError):
-    """Several one-line problems, printed one per line."""
+    """Several one-line problems, printed one per line (and notes that did
+    not stop anything, printed after them)."""
 
-    def __init__(self, lines: list[str]) -> None:
+    def __init__(self, lines: list[str], notes: list[str] | None = None) -> None:
         super().__init__("; ".join(lines))
         self.lines = lines
+        self.notes = notes or []
 
 
 def _describe(error: dict[str, Any]) -> str:

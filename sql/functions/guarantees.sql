@@ -268,6 +268,7 @@ DECLARE
     -- This write changed the call's own link columns: the link state it
     -- implies is derived here, not claimed by the written flags.
     v_links_changed   boolean := false;
+    v_gone            bigint;
 {% endif %}
 BEGIN
     -- The counter changes only through the sync triggers (which never get
@@ -344,7 +345,21 @@ BEGIN
         END IF;
         NEW.appointment_made := true;
     ELSE
+{% if calls.links %}
+        -- G3: this write of the link columns (or their ON DELETE action) took
+        -- the call's last active appointment away.
+        IF v_links_changed AND TG_OP = 'UPDATE'
+           AND OLD.active_appointment_count + OLD.active_appointment_refs > 0 THEN
+            NEW.appointment_link_status := {{ link.cancelled }};
+            v_gone := (SELECT max(o.id) FROM unnest({{ link_array('OLD') }}) AS o(id)
+                        WHERE array_position({{ link_array('NEW') }}, o.id) IS NULL);
+            PERFORM consistency.raise_alert('appointment_unlinked', 'warning', 'call', NEW.id,
+                                            consistency._unlinked_text(NEW.id, v_gone),
+                                            consistency._unlinked_metadata(v_gone, 1), true);
+        ELSIF NEW.appointment_link_status = {{ link.linked }} THEN
+{% else %}
         IF NEW.appointment_link_status = {{ link.linked }} THEN
+{% endif %}
             NEW.appointment_link_status := CASE
                 WHEN TG_OP = 'UPDATE' AND OLD.appointment_link_status <> {{ link.linked }}
                 THEN OLD.appointment_link_status ELSE {{ link.unlinked }} END;

@@ -344,6 +344,16 @@ BEGIN
     IF v_waited > 100 THEN
         RAISE NOTICE 'waited % ms for a concurrent consistency check', v_waited;
     END IF;
+{% if calls.created_at.nullable %}
+
+    -- A window that reaches the oldest call is the whole table, and takes
+    -- the calls without a created_at too: the rules read a bound of
+    -- -infinity as "every row".
+    IF {{ calls.created_at.convert('v_since') }}
+       <= coalesce((SELECT min(c.created_at) FROM public.calls c), 'infinity') THEN
+        v_since := '-infinity';
+    END IF;
+{% endif %}
 
     -- No row may stop the run: a rule whose detection fails is recorded and
     -- skipped (the block below each detection), and a correction that fails
@@ -417,12 +427,12 @@ BEGIN
     v_step := clock_timestamp();
     v_errors := '[]';
     BEGIN
-        IF {{ calls.created_at.convert('v_since') }} <= (SELECT min(c.created_at) FROM public.calls c) THEN
-            v_bulk := true;
+        IF {{ calls.created_at.convert('v_since') }} <= (SELECT min(c.created_at) FROM public.calls c)
 {% if calls.created_at.nullable %}
-            -- The whole table: calls without a created_at too (see the rules).
-            v_since := '-infinity';
+           OR v_since = '-infinity'
 {% endif %}
+        THEN
+            v_bulk := true;
         ELSE
             v_bulk_from := greatest(1000, (SELECT c.reltuples::bigint / 5 FROM pg_catalog.pg_class c
                                             WHERE c.oid = 'public.calls'::pg_catalog.regclass));
