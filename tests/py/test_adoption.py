@@ -279,6 +279,8 @@ def application_writes(app: App, dsn: str, role: str, run_cli) -> None:
         conn.execute("UPDATE calls SET appointment_id = %s, updated_at = now() WHERE id = %s",
                      [linked_by_pointer, booked])
         assert state(booked) == ("linked", True, False)
+        assert guard.execute("SELECT ok, reason FROM consistency.validate_booking(%s)",
+                             [booked]).fetchone() == (True, None)
         converted = call()
         conn.execute("UPDATE calls SET converted_to_appointment = true, "
                      "converted_appointment_id = %s WHERE id = %s", [appointment(), converted])
