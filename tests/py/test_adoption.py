@@ -25,6 +25,8 @@ from test_plpgsql_check import LINT
 from orchestrator import migrate
 
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "askproai"
+# How Laravel writes a timestamp: naive, in UTC, whole seconds.
+NAIVE_UTC_NOW = "(now() AT TIME ZONE 'UTC')::timestamp(0)"
 PROFILE = ROOT / "profiles" / "askproai.toml"
 
 pytestmark = pytest.mark.skipif(not (FIXTURE / "schema.sql").exists(),
@@ -252,8 +254,8 @@ def application_writes(app: App, dsn: str, role: str, run_cli) -> None:
             marks = ", ".join(["%s"] * len(columns))
             return conn.execute(
                 f"INSERT INTO calls ({names}, created_at, updated_at) VALUES ({marks}, "
-                "(now() AT TIME ZONE 'UTC')::timestamp(0), (now() AT TIME ZONE 'UTC')::timestamp(0)) "
-                "RETURNING id", list(columns.values())).fetchone()[0]
+                f"{NAIVE_UTC_NOW}, {NAIVE_UTC_NOW}) RETURNING id",
+                list(columns.values())).fetchone()[0]
 
         def appointment(call_id: int | None = None) -> int:
             return conn.execute("""
@@ -344,7 +346,8 @@ def application_writes(app: App, dsn: str, role: str, run_cli) -> None:
     assert report["orphaned_appointment"]["found"] >= 1
     with app.connect() as conn:
         assert conn.execute("SELECT count(*) FROM consistency.alerts WHERE alert_type = "
-                            "'orphaned_appointment' AND entity_id = %s", [orphan]).fetchone()[0] == 1
+                            "'orphaned_appointment' AND entity_id = %s",
+                            [orphan]).fetchone()[0] == 1
         no_violations(conn)
 
 
