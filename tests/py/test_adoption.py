@@ -294,7 +294,7 @@ def application_writes(app: App, dsn: str, role: str, run_cli) -> None:
         # flight a few seconds old.
         fresh = call()
         undirected = call(outcome="information_only", direction=None)
-        for window in ("1h", "2h"):
+        for window in ("1h", "2h", "100000h"):
             check(run_cli, app.owner, window)
         assert state(booked) == ("linked", True, False)
         assert state(converted) == ("linked", True, False)
