@@ -231,6 +231,12 @@ def test_install_then_the_application_writes_and_the_monitor_checks(askpro: App,
     for role, dsn in (("owner", askpro.owner), ("dml", askpro.dml)):
         application_writes(askpro, dsn, role, run_cli)
 
+    # The day's report counts today's calls, written in naive UTC, in the
+    # session's day (both clones' TimeZones).
+    report = run_cli("report", "--dsn", askpro.owner, "--json")
+    assert report.code == 0, report
+    assert json.loads(report.out)["totals"]["calls"] >= 16
+
     # plpgsql_check on the functions as rendered for this application.
     with askpro.connect(askpro.admin) as admin:
         admin.execute("CREATE SCHEMA testing")
