@@ -403,3 +403,33 @@ def test_a_pointer_and_a_cancel_racing_end_right_in_both_orders(askpro: App, run
         made = conn.execute("SELECT bool_or(appointment_made) FROM calls WHERE id = ANY (%s)",
                             [calls]).fetchone()[0]
     assert made is False
+
+
+def test_a_changed_profile_is_rendered_again_and_stored(askpro: App, run_cli,
+                                                       tmp_path: Path) -> None:
+    assert run_cli("migrate", "--dsn", askpro.owner, "--profile", str(PROFILE)).code == 0
+    before = check(run_cli, askpro.owner, "100000h")["orphaned_appointment"]["found"]
+    wider = tmp_path / "askproai-phone.toml"
+    wider.write_text(PROFILE.read_text().replace(
+        'voice_agent_sources = ["retell_webhook", "retell_phone"]',
+        'voice_agent_sources = ["retell_webhook", "retell_phone", "phone"]'))
+    again = run_cli("migrate", "--dsn", askpro.owner, "--profile", str(wider))
+    assert again.code == 0 and "stored adoption profile askproai" in again.out, again
+    assert "functions/monitor.sql" in again.out and "back-filled" not in again.out
+    status = run_cli("migrate", "status", "--dsn", askpro.owner)
+    assert status.code == 0 and f"adoption profile: askproai (from {wider}" in status.out
+    # The orphan rule now takes the appointments whose source is 'phone'.
+    assert check(run_cli, askpro.owner, "100000h")["orphaned_appointment"]["found"] > before
+    assert "nothing to do" in run_cli("migrate", "--dsn", askpro.owner,
+                                      "--profile", str(wider)).out
+
+
+def test_a_profile_naming_columns_of_a_new_database_is_refused(empty_db: str, run_cli) -> None:
+    dry = run_cli("migrate", "--dry-run", "--dsn", empty_db, "--profile", str(PROFILE))
+    assert dry.code == 2, dry
+    errors = dry.err.splitlines()
+    assert "error: calls.retell_call_id does not exist (calls does not exist yet: the guard " \
+           "creates it): correct [calls] call_id" in errors
+    assert sum("correct [calls] appointment_links" in line for line in errors) == 2
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("SELECT to_regnamespace('consistency')").fetchone()[0] is None
