@@ -433,3 +433,32 @@ def test_a_profile_naming_columns_of_a_new_database_is_refused(empty_db: str, ru
     assert sum("correct [calls] appointment_links" in line for line in errors) == 2
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("SELECT to_regnamespace('consistency')").fetchone()[0] is None
+
+
+def test_an_enum_type_and_a_domain_are_recognised_by_what_they_allow(empty_db: str,
+                                                                      run_cli) -> None:
+    with psycopg.connect(empty_db) as conn:
+        conn.execute("""
+            CREATE TYPE link_state AS ENUM ('unlinked', 'pending_creation', 'linked',
+                                            'creation_failed', 'not_applicable');
+            CREATE DOMAIN short_text AS varchar(12) CHECK (VALUE <> 'inbound');
+            CREATE TABLE calls (id bigserial PRIMARY KEY, external_call_id text NOT NULL,
+                                appointment_link_status link_state NOT NULL DEFAULT 'unlinked',
+                                direction short_text, session_outcome varchar(16),
+                                created_at timestamptz NOT NULL DEFAULT now());
+            CREATE TABLE appointments (id bigserial PRIMARY KEY, call_id bigint,
+                                       status text NOT NULL DEFAULT 'scheduled',
+                                       created_at timestamptz NOT NULL DEFAULT now(),
+                                       deleted_at timestamptz)""")
+    dry = run_cli("migrate", "--dry-run", "--dsn", empty_db)
+    assert dry.code == 2, dry
+    errors = dry.err.splitlines()
+    assert len(errors) == 3, errors
+    assert any("its type public.link_state does not allow 'cancelled'" in e
+               and "set link_status.cancelled" in e for e in errors), errors
+    assert any("calls.direction: its type public.short_text does not allow 'inbound'" in e
+               and "set direction.inbound" in e for e in errors), errors
+    # varchar(16): 'creation_failed' (15 characters) fits, 'appointment_booked' does not.
+    assert any("calls.session_outcome: character varying(16) is too short for "
+               "'appointment_booked'" in e and "set session_outcome.appointment_booked" in e
+               for e in errors), errors
