@@ -29,6 +29,16 @@ GUARD_CHECKS = {
 }
 
 
+# The triggers sql/triggers creates on the application's tables (it drops a
+# trigger of the same name first).
+GUARD_TRIGGERS = {
+    "calls": ("calls_rules_insert", "calls_rules_inserted", "calls_rules_update",
+              "calls_link_guard"),
+    "appointments": ("appointments_link_sync_insert", "appointments_link_sync_update",
+                     "appointments_link_sync_delete", "appointments_link_sync_truncate"),
+}
+
+
 @dataclass(frozen=True)
 class Column:
     table: str
@@ -134,6 +144,12 @@ def differences(conn: psycopg.Connection, p: Profile) -> Differences:
                 f"calls.{column} references appointments (constraint {constraint}): a call may "
                 f"point at its appointment there, which G1 and the monitor must count; list it "
                 f"in [calls] appointment_links (appointment_links = [] if it is no such link)")
+    names = [n for t in GUARD_TRIGGERS.values() for n in t]
+    for table, trigger in conn.execute(db.query("adoption_foreign_triggers"), {"names": names}):
+        found.blocking.append(
+            f"{table} has a trigger {trigger} of its own: the guard's trigger of that name would "
+            f"replace it; rename the application's trigger (ALTER TRIGGER {trigger} ON {table} "
+            f"RENAME TO ...)")
     for write in _writes(p):
         column = columns.get((write.table, write.column))
         if column is None:

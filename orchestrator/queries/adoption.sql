@@ -99,3 +99,15 @@ ON CONFLICT (singleton) DO UPDATE
 -- name: adopt --
 SELECT rule, column_name, to_value, from_values, rows
   FROM consistency._adopt(%(profile)s)
+
+-- name: adoption_foreign_triggers --
+-- Triggers of calls and appointments that carry a name of the guard's own
+-- (sql/triggers drops and recreates those) but call no function of the guard.
+SELECT c.relname::text, t.tgname::text
+  FROM pg_catalog.pg_trigger t
+  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+  JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+ WHERE c.oid IN (pg_catalog.to_regclass('public.calls'), pg_catalog.to_regclass('public.appointments'))
+   AND NOT t.tgisinternal AND t.tgname = ANY (%(names)s::text[])
+   AND p.pronamespace <> COALESCE(pg_catalog.to_regnamespace('consistency'), 0)
+ ORDER BY 1, 2

@@ -435,7 +435,7 @@ def test_a_profile_naming_columns_of_a_new_database_is_refused(empty_db: str, ru
         assert conn.execute("SELECT to_regnamespace('consistency')").fetchone()[0] is None
 
 
-def test_an_enum_type_and_a_domain_are_recognised_by_what_they_allow(empty_db: str,
+def test_enums_domains_and_triggers_are_recognised_by_definition(empty_db: str,
                                                                       run_cli) -> None:
     with psycopg.connect(empty_db) as conn:
         conn.execute("""
@@ -449,11 +449,18 @@ def test_an_enum_type_and_a_domain_are_recognised_by_what_they_allow(empty_db: s
             CREATE TABLE appointments (id bigserial PRIMARY KEY, call_id bigint,
                                        status text NOT NULL DEFAULT 'scheduled',
                                        created_at timestamptz NOT NULL DEFAULT now(),
-                                       deleted_at timestamptz)""")
+                                       deleted_at timestamptz);
+            -- The application's own trigger under a name the guard uses.
+            CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';
+            CREATE TRIGGER calls_link_guard BEFORE UPDATE ON calls
+                FOR EACH ROW EXECUTE FUNCTION touch()""")
     dry = run_cli("migrate", "--dry-run", "--dsn", empty_db)
     assert dry.code == 2, dry
     errors = dry.err.splitlines()
-    assert len(errors) == 3, errors
+    assert len(errors) == 4, errors
+    assert "error: calls has a trigger calls_link_guard of its own: the guard's trigger of that " \
+           "name would replace it; rename the application's trigger (ALTER TRIGGER " \
+           "calls_link_guard ON calls RENAME TO ...)" in errors
     assert any("its type public.link_state does not allow 'cancelled'" in e
                and "set link_status.cancelled" in e for e in errors), errors
     assert any("calls.direction: its type public.short_text does not allow 'inbound'" in e
