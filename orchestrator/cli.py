@@ -23,6 +23,7 @@ from orchestrator import migrate as migrate_mod
 from orchestrator.durations import parse_duration
 from orchestrator.errors import GuardError
 from orchestrator.output import Styled, print_json, say, table
+from orchestrator.profile import ProfileError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -66,24 +67,37 @@ def cli() -> None:
 @click.option("--owner", metavar="ROLE", default=None,
               help="Install as ROLE (SET ROLE), the owner of public.calls and "
                    "public.appointments, when connected as another role.")
+@click.option("--profile", "profile_file", metavar="FILE", default=None,
+              type=click.Path(dir_okay=False),
+              help="Adoption profile (TOML): where an existing application differs from the "
+                   "guard's vocabulary; stored, and used by later runs.")
 @json_option
 @click.pass_context
 def migrate(ctx: click.Context, dsn: str | None, dry_run: bool, reapply: bool,
-            owner: str | None, as_json: bool) -> None:
+            owner: str | None, profile_file: str | None, as_json: bool) -> None:
     """Apply pending migrations and current definitions (one transaction)."""
     ctx.obj = {"dsn": dsn}
     if ctx.invoked_subcommand is not None:
         return
-    result = migrate_mod.migrate(dsn, dry_run=dry_run, reapply=reapply, owner=owner)
+    result = migrate_mod.migrate(dsn, dry_run=dry_run, reapply=reapply, owner=owner,
+                                 profile=profile_file)
+    for note in result.notes:
+        output.err.print(f"note: {output.clean(note)}", markup=False)
     if as_json:
         print_json({"dry_run": dry_run, "migrations": result.migrations_applied,
                     "definitions": result.definitions_applied,
-                    "settings": result.settings_changed})
+                    "settings": result.settings_changed, "profile": result.profile,
+                    "profile_changed": result.profile_changed,
+                    "backfill": [vars(c) for c in result.backfill],
+                    "backfill_rows_per_column": result.backfill_rows_per_column(),
+                    "notes": result.notes})
         return
     verb = "would apply" if dry_run else "applied"
     if not result.changed:
         say("nothing to do: the database is up to date")
         return
+    if result.profile_changed:
+        say(f"{'would store' if dry_run else 'stored'} adoption profile {result.profile}")
     if result.migrations_applied:
         say(f"{verb} {len(result.migrations_applied)} migration(s): "
             + ", ".join(result.migrations_applied))
@@ -93,6 +107,10 @@ def migrate(ctx: click.Context, dsn: str | None, dry_run: bool, reapply: bool,
     if result.settings_changed:
         say(("settings from environment (would change): " if dry_run
              else "settings from environment: ") + ", ".join(result.settings_changed))
+    if result.backfill:
+        say(f"{'would back-fill' if dry_run else 'back-filled'} existing rows to G1-G7 "
+            "(rows per column):")
+        table(("column", "rows"), sorted(result.backfill_rows_per_column().items()))
 
 
 @migrate.command("status")
@@ -105,9 +123,13 @@ def migrate_status(ctx: click.Context, dsn: str | None, as_json: bool) -> None:
     if as_json:
         print_json({"applied": st.applied, "pending": st.pending, "unknown": st.unknown,
                     "definitions_changed": st.definitions_changed,
-                    "catalog_drift": st.catalog_drift,
+                    "catalog_drift": st.catalog_drift, "profile": st.profile,
                     "up_to_date": st.up_to_date})
     else:
+        profile = st.profile
+        say("adoption profile: " + (
+            f"{profile['name']} (from {profile['file']}, applied {profile['applied_at']})"
+            if profile else "none (the guard's own vocabulary)"))
         table(("migration", "state"),
               [*([mid, "applied"] for mid in st.applied),
                *([mid, Styled("pending", "yellow")] for mid in st.pending),
@@ -894,6 +916,12 @@ def main(argv: list[str] | None = None) -> None:
     on stderr and exit code 2, never a traceback."""
     try:
         code = cli.main(args=argv, prog_name="consistency", standalone_mode=False)
+    except ProfileError as exc:
+        for line in exc.lines:
+            output.error(line)
+        for note in exc.notes:
+            output.err.print(f"note: {output.clean(note)}", markup=False)
+        sys.exit(exc.exit_code)
     except GuardError as exc:
         output.error(exc)
         sys.exit(exc.exit_code)

@@ -2,8 +2,15 @@
 
 Everything pending is applied in one transaction on one connection: the
 versioned files of ``sql/migrations`` in order, then, when anything changed,
-every repeatable file (``sql/functions``, ``sql/triggers``, ``sql/privileges.sql``).
-A session advisory lock serialises concurrent ``consistency migrate`` runs.
+every repeatable file (``sql/functions``, ``sql/triggers``, ``sql/indexes.sql``,
+``sql/privileges.sql``), then, on an install or a new adoption profile, the
+back-fill of existing rows. A session advisory lock serialises concurrent
+``consistency migrate`` runs.
+
+Every file is a template rendered with the adoption profile (the one given,
+else the one stored by the last migrate, else the guard's own vocabulary) and
+the catalog (orchestrator.render); the stored hashes and the catalog
+fingerprint are those of the rendered text.
 
 yoyo provides the ordering, the ids and the bookkeeping tables (kept in schema
 ``consistency``, so ``yoyo list`` still works); the statements themselves are
@@ -23,8 +30,10 @@ from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 from yoyo.migrations import Migration, MigrationList
 
-from orchestrator import config, db
+from orchestrator import adoption, config, db, render
+from orchestrator import profile as profiles
 from orchestrator.errors import GuardError
+from orchestrator.profile import Profile, ProfileError
 
 MIGRATION_TABLE = "_yoyo_migration"
 SCHEMA = "consistency"
@@ -53,10 +62,25 @@ class MigrationStatus:
     definitions_total: int = 0
     # A function or trigger was changed, dropped or disabled outside migrate.
     catalog_drift: bool = False
+    # The adoption profile in force: name, where it came from, when applied
+    # (None: the guard's own vocabulary).
+    profile: dict[str, object] | None = None
 
     @property
     def up_to_date(self) -> bool:
         return not self.pending and not self.definitions_changed and not self.catalog_drift
+
+
+@dataclass(frozen=True)
+class BackfillChange:
+    """One kind of change the back-fill made: rule, column, new value,
+    {old value: rows}, rows."""
+
+    rule: str
+    column: str
+    to_value: str | None
+    from_values: dict[str, int]
+    rows: int
 
 
 @dataclass
@@ -65,10 +89,22 @@ class MigrateResult:
     definitions_applied: list[str]
     dry_run: bool = False
     settings_changed: list[str] = field(default_factory=list)
+    profile: str | None = None
+    profile_changed: bool = False
+    backfill: list[BackfillChange] = field(default_factory=list)
+    # Differences that do not stop the install, one line each.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.migrations_applied or self.definitions_applied or self.settings_changed)
+        return bool(self.migrations_applied or self.definitions_applied or self.settings_changed
+                    or self.profile_changed or self.backfill)
+
+    def backfill_rows_per_column(self) -> dict[str, int]:
+        rows: dict[str, int] = {}
+        for change in self.backfill:
+            rows[f"calls.{change.column}"] = rows.get(f"calls.{change.column}", 0) + change.rows
+        return rows
 
 
 # Applied first: other files' SQL-standard bodies call these, and such a body
@@ -81,15 +117,22 @@ ROLES = ("consistency_app", "consistency_reviewer", "consistency_monitor")
 
 def repeatable_definitions(root: Path | None = None) -> list[Definition]:
     """Functions first (triggers need them; FIRST_DEFINITIONS before the
-    others), then triggers, then privileges, which must see every object."""
+    others), then triggers, then indexes, then privileges, which must see
+    every object. The texts are templates (see render())."""
     root = root or db.sql_dir()
     functions = sorted((root / "functions").glob("*.sql"),
                        key=lambda f: (str(f.relative_to(root)) not in FIRST_DEFINITIONS, f.name))
     files = functions + sorted((root / "triggers").glob("*.sql"))
-    privileges = root / "privileges.sql"
-    if privileges.exists():
-        files.append(privileges)
+    files += [f for f in (root / "indexes.sql", root / "privileges.sql") if f.exists()]
     return [Definition(str(f.relative_to(root)), f.read_text(encoding="utf-8")) for f in files]
+
+
+def rendered(conn: psycopg.Connection, definitions: list[Definition],
+             profile: Profile) -> list[Definition]:
+    """The definitions as they are applied to this database: rendered with
+    ``profile`` and the catalog as it is now."""
+    ctx = render.context(conn, profile, render.read_facts(conn))
+    return [Definition(d.path, render.render(d.text, ctx, d.path)) for d in definitions]
 
 
 def _backend(conninfo: str) -> PostgresqlPsycopgBackend:
@@ -252,7 +295,8 @@ class _Session:
         assert self.backend is not None
         return self.backend.connection
 
-    def plan(self, upto: str | None = None) -> tuple[MigrationList, MigrationStatus]:
+    def plan(self, profile: Profile,
+             upto: str | None = None) -> tuple[MigrationList, MigrationStatus]:
         migrations = read_migrations(str(db.sql_dir() / "migrations"))
         known = {m.hash for m in migrations}
         applied = self._applied()
@@ -263,7 +307,7 @@ class _Session:
                                         and (upto is None or m.id <= upto)])
         status.pending = [m.id for m in pending]
 
-        definitions = repeatable_definitions()
+        definitions = rendered(self.conn, repeatable_definitions(), profile)
         stored = self._stored_definitions()
         status.definitions_total = len(definitions)
         status.definitions_changed = [d.path for d in definitions if stored.get(d.path) != d.sha256]
@@ -286,18 +330,33 @@ class _Session:
             return {}
         return dict(self.conn.execute(db.query("stored_definitions")).fetchall())
 
+    def stored_profile(self) -> tuple[Profile | None, dict[str, object] | None]:
+        """The profile the last migrate stored, and how it is shown."""
+        if not self.conn.execute(db.query("stored_profile_exists")).fetchone()[0]:
+            return None, None
+        row = self.conn.execute(db.query("stored_profile")).fetchone()
+        if row is None:
+            return None, None
+        name, data, source_file, applied_at = row
+        return Profile.from_json(data), {"name": name, "file": source_file,
+                                         "applied_at": applied_at}
+
 
 def status(dsn: str | None = None, env: Mapping[str, str] | None = None) -> MigrationStatus:
     """What is applied and pending. Reads only: on an empty database too, it
     creates nothing (no schema, no bookkeeping table)."""
     with _Session(dsn, env, lock=False) as session:
         check_ownership(session.conn, None, installing=False)
-        return session.plan()[1]
+        stored, shown = session.stored_profile()
+        status = session.plan(stored or profiles.DEFAULT)[1]
+        status.profile = shown
+        return status
 
 
 def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = False,
             owner: str | None = None, upto: str | None = None,
-            env: Mapping[str, str] | None = None) -> MigrateResult:
+            env: Mapping[str, str] | None = None, profile: str | Path | None = None,
+            ) -> MigrateResult:
     """Bring the database to "migrations + current definitions".
 
     Everything is written in one transaction as ``owner`` (the role owning
@@ -306,11 +365,17 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
     exactly where migrate would and leaves nothing behind. ``upto`` stops
     after the migration with that id and applies no definitions: the state of
     a database installed by an older release, which the upgrade tests start
-    from.
+    from. ``profile`` is an adoption profile's TOML file (validated before
+    connecting); without it the stored one (or the vocabulary) applies.
     """
+    given = profiles.load(profile) if profile is not None else None
     with _Session(dsn, env) as session:
         ownership = check_ownership(session.conn, owner, installing=True)
-        pending, plan = session.plan(upto)
+        stored, _ = session.stored_profile()
+        effective = given[0] if given else stored or profiles.DEFAULT
+        changed_profile = given is not None and (
+            stored is None or stored.to_json() != given[0].to_json())
+        pending, plan = session.plan(effective, upto)
         if plan.unknown:
             # graphile-worker's rule: never run older code against a schema
             # that a newer release has already changed.
@@ -320,7 +385,7 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
         definitions = repeatable_definitions()
         if upto is not None:
             to_define = []
-        elif pending or reapply or plan.catalog_drift:
+        elif pending or reapply or plan.catalog_drift or changed_profile:
             to_define = definitions
         else:
             changed = set(plan.definitions_changed)
@@ -328,18 +393,37 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
             # with PUBLIC execute rights.
             to_define = [d for d in definitions
                          if d.path in changed or (changed and d.path == "privileges.sql")]
-        result = MigrateResult([m.id for m in pending], [d.path for d in to_define], dry_run)
-        result.settings_changed = _apply(session, ownership, pending, to_define, definitions,
-                                         env if upto is None else {}, dry_run=dry_run)
+        result = MigrateResult([m.id for m in pending], [d.path for d in to_define], dry_run,
+                               profile=effective.name, profile_changed=changed_profile)
+        adopt = Adoption(effective, given[1] if given else None,
+                         str(profile) if profile is not None else None,
+                         store=changed_profile, backfill=upto is None and bool(
+                             pending or changed_profile))
+        _apply(session, ownership, pending, to_define, definitions,
+               env if upto is None else {}, adopt, result, dry_run=dry_run)
         return result
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """The profile of a migrate run and what to do with it."""
+
+    profile: Profile
+    source: str | None
+    source_file: str | None
+    store: bool
+    backfill: bool
 
 
 def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
            to_define: list[Definition], definitions: list[Definition],
-           env: Mapping[str, str] | None, *, dry_run: bool) -> list[str]:
-    """One transaction: the schema and the roles if missing, yoyo's tables,
-    migrations, definitions, settings from the environment. Any error rolls
-    all of it back; so does ``dry_run`` at the end."""
+           env: Mapping[str, str] | None, adopt: Adoption, result: MigrateResult, *,
+           dry_run: bool) -> None:
+    """One transaction: the schema and the roles if missing, the differences
+    between the application's tables and the profile (refused before any
+    write), yoyo's tables, migrations, definitions, the back-fill, settings
+    from the environment. Any error rolls all of it back; so does ``dry_run``
+    at the end."""
     backend = session.backend
     assert backend is not None
     conn = session.conn
@@ -359,13 +443,27 @@ def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
                 conn.execute(step)
             except psycopg.Error as exc:
                 raise GuardError(f"{label}: {db.describe_error(exc)}") from exc
+        # As the owner, before anything is written: every difference at once.
+        found = adoption.differences(conn, adopt.profile)
+        if found.blocking:
+            raise ProfileError(found.blocking, found.notes)
+        result.notes = found.notes
         if internalmigrations.needs_upgrading(backend):
             internalmigrations.upgrade(backend)
         backend._internal_schema_updated = True
+        ctx = render.context(conn, adopt.profile, render.read_facts(conn))
         for migration in pending:
-            _run_sql_file(conn, Path(migration.path), migration.id)
+            text = Path(migration.path).read_text(encoding="utf-8")
+            _run_sql(conn, render.render(text, ctx, migration.id), migration.id)
             backend.log_migration(migration, "apply")
             backend.mark_one(migration, log=False)
+        if adopt.store:
+            conn.execute(db.query("store_profile"), {
+                "name": adopt.profile.name, "profile": adopt.profile.to_json(),
+                "source": adopt.source or "", "source_file": adopt.source_file})
+        # Rendered again: the migrations may have added columns.
+        by_path = {d.path: d for d in rendered(conn, definitions, adopt.profile)}
+        to_define = [by_path[d.path] for d in to_define]
         # Definition files reference each other in any order (a PL/pgSQL
         # function may call one defined in a later file); like pg_dump, defer
         # body checks. plpgsql_check in the test suite checks every body.
@@ -381,13 +479,15 @@ def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
                          {"path": CATALOG, "sha256": session.fingerprint()})
             conn.execute(db.query("forget_definitions"),
                          {"paths": [d.path for d in definitions] + [CATALOG]})
-        if env == {}:
-            return []
-        return config.sync_from_env(conn, "consistency migrate", env)
-
-
-def _run_sql_file(conn: psycopg.Connection, path: Path, label: str) -> None:
-    _run_sql(conn, path.read_text(encoding="utf-8"), label)
+        if adopt.backfill:
+            try:
+                rows = conn.execute(db.query("adopt"), {"profile": adopt.profile.name}).fetchall()
+            except psycopg.Error as exc:
+                raise GuardError(f"back-fill: {db.describe_error(exc)}") from exc
+            result.backfill = [BackfillChange(r[0], r[1], r[2], dict(r[3] or {}), int(r[4]))
+                               for r in rows]
+        if env != {}:
+            result.settings_changed = config.sync_from_env(conn, "consistency migrate", env)
 
 
 def _run_sql(conn: psycopg.Connection, text: str, label: str) -> None:

@@ -53,7 +53,8 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT, INSERT, UPDATE, DELETE ON public.appointments TO consistency_app;
 GRANT SELECT, INSERT, DELETE ON public.calls TO consistency_app;
 
--- calls.active_appointment_count is written by the guard (as the owner)
+-- calls.active_appointment_count (and active_appointment_refs, its part for
+-- the application's own link columns) is written by the guard (as the owner)
 -- alone. A role with UPDATE on calls could otherwise write it from a
 -- trigger of its own, at a depth where the counter guard lets consistent-
 -- looking rows through. So UPDATE on calls is granted column by column,
@@ -68,7 +69,8 @@ BEGIN
     SELECT string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_columns
       FROM pg_catalog.pg_attribute a
      WHERE a.attrelid = 'public.calls'::pg_catalog.regclass AND a.attnum > 0
-       AND NOT a.attisdropped AND a.attname <> 'active_appointment_count';
+       AND NOT a.attisdropped
+       AND a.attname NOT IN ('active_appointment_count', 'active_appointment_refs');
     FOR v_grantee IN
         SELECT 'consistency_app'
         UNION
@@ -85,7 +87,8 @@ BEGIN
          CROSS JOIN LATERAL pg_catalog.aclexplode(a.attacl) x
           JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
          WHERE a.attrelid = 'public.calls'::pg_catalog.regclass
-           AND a.attname = 'active_appointment_count' AND x.privilege_type = 'UPDATE'
+           AND a.attname IN ('active_appointment_count', 'active_appointment_refs')
+           AND x.privilege_type = 'UPDATE'
            AND x.grantee <> c.relowner
     LOOP
         -- Revoking the table's UPDATE revokes every column's too.

@@ -33,25 +33,25 @@ RETURNS TABLE (call_id bigint, created_at timestamptz, appointment_made boolean,
                active_appointments integer)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT c.id, c.created_at, c.appointment_made, c.appointment_link_status,
-           c.active_appointment_count, t.n
+    SELECT c.id, {{ calls.created_at.convert('c.created_at') }}, c.appointment_made, c.appointment_link_status,
+           c.active_appointment_count{{ refs('c') }}, t.n{{ with_links(' + ' + link_count()) }}
       FROM public.calls c
      CROSS JOIN LATERAL (SELECT count(*)::integer AS n FROM public.appointments a
                           WHERE a.call_id = c.id AND a.deleted_at IS NULL
-                            AND a.status <> 'cancelled') t
+                            AND a.status <> 'cancelled') t{{ link_joins('c') }}
      WHERE NOT p_bulk
-       AND c.created_at >= p_since
+       AND {{ calls.created_at.since('c.created_at', 'p_since') }}
     UNION ALL
-    SELECT c.id, c.created_at, c.appointment_made, c.appointment_link_status,
-           c.active_appointment_count, coalesce(t.n, 0)
+    SELECT c.id, {{ calls.created_at.convert('c.created_at') }}, c.appointment_made, c.appointment_link_status,
+           c.active_appointment_count{{ refs('c') }}, coalesce(t.n, 0){{ with_links(' + ' + link_count()) }}
       FROM public.calls c
       LEFT JOIN (SELECT a.call_id, count(*)::integer AS n
                    FROM public.appointments a
                   WHERE a.call_id IS NOT NULL AND a.deleted_at IS NULL
                     AND a.status <> 'cancelled'
-                  GROUP BY a.call_id) t ON t.call_id = c.id
+                  GROUP BY a.call_id) t ON t.call_id = c.id{{ link_joins('c') }}
      WHERE p_bulk
-       AND c.created_at >= p_since;
+       AND {{ calls.created_at.since('c.created_at', 'p_since') }};
 END;
 
 -- The verdict, defined once for run_check and check_call:
@@ -89,13 +89,13 @@ BEGIN ATOMIC
                    CASE
                        WHEN s.active_appointments = 0
                             AND (s.appointment_made
-                                 OR (s.appointment_link_status = 'pending_creation'
+                                 OR (s.appointment_link_status = {{ link.pending_creation }}
                                      AND s.created_at < (SELECT p_now - make_interval(
                                              secs => consistency.setting_int(
                                                  'validation.max_appointment_age_seconds')))))
                        THEN 'missing_appointment'
-                       WHEN (s.active_appointments > 0) <> (s.appointment_link_status = 'linked')
-                            OR s.appointment_made <> (s.appointment_link_status = 'linked')
+                       WHEN (s.active_appointments > 0) <> (s.appointment_link_status = {{ link.linked }})
+                            OR s.appointment_made <> (s.appointment_link_status = {{ link.linked }})
                             OR s.active_appointment_count <> s.active_appointments
                        THEN 'inconsistent_link_status'
                    END AS rule
@@ -113,10 +113,10 @@ BEGIN ATOMIC
     SELECT c.id, jsonb_build_object('session_outcome', c.session_outcome,
                                     'appointment_link_status', c.appointment_link_status)
       FROM public.calls c
-     WHERE c.created_at >= p_since
-       AND c.session_outcome IN ('appointment_booked', 'appointment_rescheduled')
+     WHERE {{ calls.created_at.since('c.created_at', 'p_since') }}
+       AND c.session_outcome IN ({{ outcome.booking }})
        AND NOT c.appointment_made
-       AND c.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed');
+       AND c.appointment_link_status NOT IN ({{ link.pending_creation }}, {{ link.cancelled }}, {{ link.creation_failed }});
 END;
 
 CREATE OR REPLACE FUNCTION consistency._rule_missing_direction(
@@ -126,7 +126,7 @@ LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT c.id, jsonb_build_object('direction', c.direction)
       FROM public.calls c
-     WHERE c.created_at >= p_since
+     WHERE {{ calls.created_at.since('c.created_at', 'p_since') }}
        AND (c.direction IS NULL OR c.direction = '');
 END;
 
@@ -137,29 +137,43 @@ LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT c.id, jsonb_build_object('booking_failure_reason', c.booking_failure_reason)
       FROM public.calls c
-     WHERE c.created_at >= p_since
+     WHERE {{ calls.created_at.since('c.created_at', 'p_since') }}
        AND c.booking_failed;
 END;
 
 -- orphaned_appointment: a voice-agent appointment that lost its call, with
 -- the call it can be re-attached to (the one call with the same
--- external_booking_id), if exactly one exists.
+-- external_booking_id), if exactly one exists. Without a foreign key on
+-- appointments.call_id, a call_id naming no call is lost too; an appointment
+-- a call points at through one of its own link columns is not.
 CREATE OR REPLACE FUNCTION consistency._rule_orphaned_appointment(p_since timestamptz)
 RETURNS TABLE (appointment_id bigint, match_call_id bigint, detail jsonb)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
     SELECT a.id,
            CASE WHEN m.n = 1 THEN m.call_id END,
-           jsonb_build_object('external_booking_id', a.external_booking_id,
-                              'matching_calls', coalesce(m.n, 0))
+           jsonb_build_object('external_booking_id', a.{{ appointments.booking_id }},
+                              'matching_calls', coalesce(m.n, 0)
+{% if not appointments.call_id_fk %}
+                              , 'call_id', a.call_id
+{% endif %}
+                              )
       FROM public.appointments a
       LEFT JOIN LATERAL (SELECT count(*) AS n, min(c.id) AS call_id
                            FROM public.calls c
-                          WHERE c.external_booking_id = a.external_booking_id) m ON true
+                          WHERE c.{{ calls.booking_id }} = a.{{ appointments.booking_id }}) m ON true
+{% if appointments.call_id_fk %}
      WHERE a.call_id IS NULL
-       AND a.source = 'voice_agent'
+{% else %}
+     WHERE (a.call_id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM public.calls c WHERE c.id = a.call_id))
+{% endif %}
+{% for column in calls.links %}
+       AND NOT EXISTS (SELECT 1 FROM public.calls c WHERE c.{{ column }} = a.id)
+{% endfor %}
+       AND a.source {{ appointments.voice_agent }}
        AND a.deleted_at IS NULL
-       AND a.created_at >= p_since;
+       AND {{ appointments.created_at.since('a.created_at', 'p_since') }};
 END;
 
 -- Milliseconds since p_from (wall clock), for the per-rule timings of a run.
@@ -265,7 +279,7 @@ BEGIN
                'consistency monitor'))
       INTO v_rolled_back
       FROM (SELECT c.id FROM public.calls c
-             WHERE c.id = ANY (p_call_ids) AND c.active_appointment_count = 0
+             WHERE c.id = ANY (p_call_ids) AND c.active_appointment_count{{ refs('c') }} = 0
              ORDER BY c.id) c;
     RETURN v_rolled_back;
 END
@@ -330,6 +344,16 @@ BEGIN
     IF v_waited > 100 THEN
         RAISE NOTICE 'waited % ms for a concurrent consistency check', v_waited;
     END IF;
+{% if calls.created_at.nullable %}
+
+    -- A window that reaches the oldest call is the whole table, and takes
+    -- the calls without a created_at too: the rules read a bound of
+    -- -infinity as "every row".
+    IF {{ calls.created_at.convert('v_since') }}
+       <= coalesce((SELECT min(c.created_at) FROM public.calls c), 'infinity') THEN
+        v_since := '-infinity';
+    END IF;
+{% endif %}
 
     -- No row may stop the run: a rule whose detection fails is recorded and
     -- skipped (the block below each detection), and a correction that fails
@@ -350,7 +374,7 @@ BEGIN
     END;
     v_act := consistency._check_step('missing_direction', 'warning', 'call', $q$
         WITH fixed AS (
-            UPDATE public.calls c SET direction = 'inbound'
+            UPDATE public.calls c SET direction = {{ direction.inbound }}
              WHERE c.id = ANY ($1) AND (c.direction IS NULL OR c.direction = '')
             RETURNING 1)
         SELECT count(*) FROM fixed $q$, v_ids);
@@ -383,7 +407,13 @@ BEGIN
         WITH linked AS (
             UPDATE public.appointments a SET call_id = m.call_id
               FROM unnest($1, $2) AS m(id, call_id)
+{% if appointments.call_id_fk %}
              WHERE a.id = m.id AND a.call_id IS NULL
+{% else %}
+             WHERE a.id = m.id
+               AND (a.call_id IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM public.calls c WHERE c.id = a.call_id))
+{% endif %}
             RETURNING 1)
         SELECT count(*) FROM linked $q$, v_ids, v_targets);
     v_rules := v_rules || jsonb_build_object('orphaned_appointment', consistency._check_rule_entry(
@@ -397,13 +427,17 @@ BEGIN
     v_step := clock_timestamp();
     v_errors := '[]';
     BEGIN
-        IF v_since <= (SELECT min(c.created_at) FROM public.calls c) THEN
+        IF {{ calls.created_at.convert('v_since') }} <= (SELECT min(c.created_at) FROM public.calls c)
+{% if calls.created_at.nullable %}
+           OR v_since = '-infinity'
+{% endif %}
+        THEN
             v_bulk := true;
         ELSE
             v_bulk_from := greatest(1000, (SELECT c.reltuples::bigint / 5 FROM pg_catalog.pg_class c
                                             WHERE c.oid = 'public.calls'::pg_catalog.regclass));
             SELECT count(*) >= v_bulk_from INTO v_bulk
-              FROM (SELECT 1 FROM public.calls c WHERE c.created_at >= v_since LIMIT v_bulk_from) w;
+              FROM (SELECT 1 FROM public.calls c WHERE {{ calls.created_at.since('c.created_at', 'v_since') }} LIMIT v_bulk_from) w;
         END IF;
         -- EXECUTE: planned for this window and path on every run. A cached
         -- generic plan (PL/pgSQL switches to one after five runs when it looks

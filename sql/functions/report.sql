@@ -1,6 +1,8 @@
 -- daily_report: one jsonb document per day, read by `consistency report`,
 -- the dashboard and pg_cron. Reads only; alerts that retention already moved
 -- to alerts_archive still count, so an old day reports the same figures.
+-- A day is the session's day (its TimeZone); a `timestamp without time zone`
+-- column holds times of the profile's zone, compared as the instants they are.
 
 CREATE OR REPLACE FUNCTION consistency.daily_report(p_day date DEFAULT current_date)
 RETURNS jsonb
@@ -22,15 +24,18 @@ BEGIN
     END IF;
 
     SELECT count(*) INTO v_calls
-      FROM public.calls WHERE created_at >= v_from AND created_at < v_to;
+      FROM public.calls
+     WHERE created_at >= {{ calls.created_at.convert('v_from') }} AND created_at < {{ calls.created_at.convert('v_to') }};
     SELECT count(*) INTO v_appts
-      FROM public.appointments WHERE created_at >= v_from AND created_at < v_to;
+      FROM public.appointments
+     WHERE created_at >= {{ appointments.created_at.convert('v_from') }}
+       AND created_at < {{ appointments.created_at.convert('v_to') }};
 
     -- A call of the day is inconsistent if it ever got a critical or warning
     -- alert, whenever that alert was raised.
     SELECT count(DISTINCT c.id) INTO v_bad_calls
       FROM public.calls c
-     WHERE c.created_at >= v_from AND c.created_at < v_to
+     WHERE c.created_at >= {{ calls.created_at.convert('v_from') }} AND c.created_at < {{ calls.created_at.convert('v_to') }}
        AND (EXISTS (SELECT 1 FROM consistency.alerts a
                      WHERE a.entity_type = 'call' AND a.entity_id = c.id
                        AND a.severity IN ('critical', 'warning'))

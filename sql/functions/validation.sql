@@ -21,6 +21,10 @@ DECLARE
     v_age      numeric;
     v_max_age  int;
     v_issues   text[] := ARRAY[]::text[];
+{% if calls.links %}
+    -- Appointments the call points at through its own link columns.
+    v_links    bigint[];
+{% endif %}
 BEGIN
     PERFORM consistency._require_id(p_call_id, 'call_id');
     IF p_external_booking_id IS NOT NULL AND btrim(p_external_booking_id) = '' THEN
@@ -28,8 +32,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    SELECT c.appointment_made, c.session_outcome, c.appointment_link_status
-      INTO v_made, v_outcome, v_link
+    SELECT c.appointment_made, c.session_outcome, c.appointment_link_status{{ with_links(', ' + link_array('c')) }}
+      INTO v_made, v_outcome, v_link{{ with_links(', v_links') }}
       FROM public.calls c
      WHERE c.id = p_call_id;
     IF NOT FOUND THEN
@@ -50,7 +54,8 @@ BEGIN
     ELSE
         SELECT * INTO v_appt
           FROM public.appointments a
-         WHERE a.call_id = p_call_id AND a.deleted_at IS NULL AND a.status <> 'cancelled'
+         WHERE {{ with_links('(') }}a.call_id = p_call_id{{ with_links(' OR a.id = ANY (v_links))') }}
+           AND a.deleted_at IS NULL AND a.status <> 'cancelled'
          ORDER BY a.created_at DESC, a.id DESC
          LIMIT 1;
         IF NOT FOUND THEN
@@ -61,7 +66,7 @@ BEGIN
     END IF;
 
     -- 2. link
-    IF v_appt.call_id IS DISTINCT FROM p_call_id THEN
+    IF v_appt.call_id IS DISTINCT FROM p_call_id{{ with_links(' AND v_appt.id <> ALL (v_links)') }} THEN
         RETURN QUERY SELECT false, 'appointment_wrong_call',
             jsonb_build_object('call_id', p_call_id, 'appointment_id', v_appt.id,
                                'appointment_call_id', v_appt.call_id,
@@ -71,17 +76,17 @@ BEGIN
 
     -- 3. external id
     IF p_external_booking_id IS NOT NULL
-       AND v_appt.external_booking_id IS DISTINCT FROM p_external_booking_id THEN
+       AND v_appt.{{ appointments.booking_id }} IS DISTINCT FROM p_external_booking_id THEN
         RETURN QUERY SELECT false, 'external_booking_id_mismatch',
             jsonb_build_object('call_id', p_call_id, 'appointment_id', v_appt.id,
                                'expected_id', p_external_booking_id,
-                               'actual_id', v_appt.external_booking_id);
+                               'actual_id', v_appt.{{ appointments.booking_id }});
         RETURN;
     END IF;
 
     -- 4. recency (a created_at of +/-infinity, or NULL, has no age: too old)
     IF isfinite(v_appt.created_at) THEN
-        v_age := round(extract(epoch FROM consistency.now() - v_appt.created_at), 3);
+        v_age := round(extract(epoch FROM consistency.now() - {{ appointments.created_at.convert('v_appt.created_at') }}), 3);
     END IF;
     v_max_age := consistency.setting_int('validation.max_appointment_age_seconds');
     IF v_age IS NULL OR v_age > v_max_age THEN
@@ -96,10 +101,10 @@ BEGIN
     IF NOT v_made THEN
         v_issues := v_issues || 'appointment_made_false'::text;
     END IF;
-    IF v_outcome IS NULL OR v_outcome NOT IN ('appointment_booked', 'appointment_rescheduled') THEN
+    IF v_outcome IS NULL OR v_outcome NOT IN ({{ outcome.booking }}) THEN
         v_issues := v_issues || 'session_outcome_not_booking'::text;
     END IF;
-    IF v_link IS DISTINCT FROM 'linked' THEN
+    IF v_link IS DISTINCT FROM {{ link.linked }} THEN
         v_issues := v_issues || 'link_status_not_linked'::text;
     END IF;
     IF cardinality(v_issues) > 0 THEN
@@ -113,7 +118,7 @@ BEGIN
 
     RETURN QUERY SELECT true, NULL::text,
         jsonb_build_object('call_id', p_call_id, 'appointment_id', v_appt.id,
-                           'external_booking_id', v_appt.external_booking_id,
+                           'external_booking_id', v_appt.{{ appointments.booking_id }},
                            'age_seconds', v_age, 'max_age_seconds', v_max_age);
 END
 $$;
@@ -165,7 +170,8 @@ BEGIN
 
     v_link_kept := EXISTS (SELECT 1 FROM public.appointments a
                             WHERE a.call_id = p_call_id
-                              AND a.deleted_at IS NULL AND a.status <> 'cancelled');
+                              AND a.deleted_at IS NULL AND a.status <> 'cancelled'){{ with_links('
+                   OR consistency._active_refs(' + link_array('v_before') + ') > 0') }};
 
     -- Rolled back already, for this reason, and alerted: the call would not
     -- change, and the people who must act were told. A repeat (an
@@ -174,8 +180,8 @@ BEGIN
     IF v_before.booking_failed AND v_before.requires_manual_processing
        AND v_before.booking_failure_reason = p_reason
        AND (v_link_kept OR (NOT v_before.appointment_made
-                            AND v_before.appointment_link_status = 'creation_failed'
-                            AND v_before.session_outcome = 'creation_failed')) THEN
+                            AND v_before.appointment_link_status = {{ link.creation_failed }}
+                            AND v_before.session_outcome = {{ outcome.creation_failed }})) THEN
         SELECT max(a.id) INTO v_alert_id
           FROM consistency.alerts a
          WHERE a.entity_type = 'call' AND a.entity_id = p_call_id
@@ -193,18 +199,18 @@ BEGIN
            SET booking_failed = true,
                booking_failure_reason = p_reason,
                requires_manual_processing = true,
-               updated_at = consistency.now()
+               updated_at = {{ calls.updated_at.now() }}
          WHERE c.id = p_call_id
         RETURNING c.* INTO v_after;
     ELSE
         UPDATE public.calls c
            SET appointment_made = false,
-               appointment_link_status = 'creation_failed',
-               session_outcome = 'creation_failed',
+               appointment_link_status = {{ link.creation_failed }},
+               session_outcome = {{ outcome.creation_failed }},
                booking_failed = true,
                booking_failure_reason = p_reason,
                requires_manual_processing = true,
-               updated_at = consistency.now()
+               updated_at = {{ calls.updated_at.now() }}
          WHERE c.id = p_call_id
         RETURNING c.* INTO v_after;
     END IF;

@@ -31,9 +31,10 @@ COMMENT ON COLUMN public.calls.active_appointment_count IS
     'Active appointments of this call (deleted_at IS NULL AND status <> ''cancelled''), kept by '
     'the guard''s triggers; direct writes are refused. Repair with consistency.resync_calls().';
 
--- Back-fill the true count, then the link fields derived from it (rows
--- written since 0001 without triggers may have drifted). Only rows whose
--- values change are written.
+-- Back-fill the true count. The link fields derived from it are the
+-- adoption back-fill's (consistency._adopt, after the definitions): it
+-- applies G1-G7 as the triggers do, audited. Only rows whose count changes
+-- are written.
 UPDATE public.calls c
    SET active_appointment_count = t.n
   FROM (SELECT c2.id, count(a.id)::integer AS n
@@ -43,16 +44,3 @@ UPDATE public.calls c
          GROUP BY c2.id) t
  WHERE t.id = c.id
    AND c.active_appointment_count <> t.n;
-
-UPDATE public.calls c
-   SET appointment_link_status = CASE
-           WHEN c.active_appointment_count > 0 THEN 'linked'
-           WHEN c.appointment_link_status = 'linked' THEN 'unlinked'
-           ELSE c.appointment_link_status END,
-       appointment_made = c.active_appointment_count > 0,
-       appointment_linked_at = CASE
-           WHEN c.active_appointment_count > 0
-           THEN coalesce(c.appointment_linked_at, consistency.now())
-           ELSE c.appointment_linked_at END
- WHERE (c.appointment_link_status = 'linked') <> (c.active_appointment_count > 0)
-    OR c.appointment_made <> (c.active_appointment_count > 0);

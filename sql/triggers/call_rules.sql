@@ -9,17 +9,24 @@ CREATE TRIGGER calls_rules_insert
     FOR EACH ROW
     WHEN (NEW.active_appointment_count IS DISTINCT FROM 0
           OR NEW.appointment_made
-          OR NEW.appointment_link_status = 'linked'
-          OR (NEW.session_outcome = 'appointment_booked'
-              AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
-          OR (NEW.appointment_link_status = 'pending_creation'
-              AND NEW.session_outcome IS DISTINCT FROM 'appointment_booked'
-              AND NEW.session_outcome IS DISTINCT FROM 'appointment_rescheduled')
+          OR NEW.appointment_link_status = {{ link.linked }}
+          OR (NEW.session_outcome = {{ outcome.appointment_booked }}
+              AND NEW.appointment_link_status NOT IN ({{ link.pending_creation }}, {{ link.cancelled }}, {{ link.creation_failed }}))
+          OR (NEW.appointment_link_status = {{ link.pending_creation }}
+              AND NEW.session_outcome IS DISTINCT FROM {{ outcome.appointment_booked }}
+              AND NEW.session_outcome IS DISTINCT FROM {{ outcome.appointment_rescheduled }})
           OR NEW.direction IS NULL OR NEW.direction = ''
-          OR (NEW.customer_id IS NULL AND NEW.customer_link_status = 'linked')
+          OR (NEW.customer_id IS NULL AND NEW.customer_link_status = {{ customer.linked }})
           OR (NEW.customer_id IS NOT NULL
-              AND (NEW.customer_link_status IS DISTINCT FROM 'linked'
-                   OR NEW.customer_linked_at IS NULL OR NEW.customer_link_method IS NULL)))
+              AND (NEW.customer_link_status IS DISTINCT FROM {{ customer.linked }}
+                   OR NEW.customer_linked_at IS NULL OR NEW.customer_link_method IS NULL))
+{% if calls.links %}
+          OR NEW.active_appointment_refs IS DISTINCT FROM 0
+{% for column in calls.links %}
+          OR NEW.{{ column }} IS NOT NULL
+{% endfor %}
+{% endif %}
+          )
     EXECUTE FUNCTION consistency._call_rules();
 
 -- The insert rules' alerts, raised only for rows really inserted (see
@@ -38,26 +45,31 @@ CREATE TRIGGER calls_rules_inserted
 DROP TRIGGER IF EXISTS calls_rules_update ON public.calls;
 CREATE TRIGGER calls_rules_update
     BEFORE UPDATE OF session_outcome, direction, customer_id, customer_link_status,
-                     customer_linked_at, customer_link_method
+                     customer_linked_at, customer_link_method{% for column in calls.links %}, {{ column }}{% endfor %}
+
     ON public.calls
     FOR EACH ROW
-    WHEN (NEW.appointment_made IS DISTINCT FROM (NEW.active_appointment_count > 0)
-          OR (NEW.appointment_link_status = 'linked') IS DISTINCT FROM (NEW.active_appointment_count > 0)
-          OR (NEW.active_appointment_count = 0
-              AND NEW.session_outcome = 'appointment_booked'
-              AND NEW.appointment_link_status NOT IN ('pending_creation', 'cancelled', 'creation_failed'))
-          OR (NEW.active_appointment_count = 0
-              AND NEW.appointment_link_status = 'pending_creation'
-              AND NEW.session_outcome IS DISTINCT FROM 'appointment_booked'
-              AND NEW.session_outcome IS DISTINCT FROM 'appointment_rescheduled')
-          OR (NEW.active_appointment_count > 0
-              AND NEW.session_outcome NOT IN ('appointment_booked', 'appointment_rescheduled'))
+    WHEN (NEW.appointment_made IS DISTINCT FROM (NEW.active_appointment_count{{ refs('NEW') }} > 0)
+          OR (NEW.appointment_link_status = {{ link.linked }}) IS DISTINCT FROM (NEW.active_appointment_count{{ refs('NEW') }} > 0)
+          OR (NEW.active_appointment_count{{ refs('NEW') }} = 0
+              AND NEW.session_outcome = {{ outcome.appointment_booked }}
+              AND NEW.appointment_link_status NOT IN ({{ link.pending_creation }}, {{ link.cancelled }}, {{ link.creation_failed }}))
+          OR (NEW.active_appointment_count{{ refs('NEW') }} = 0
+              AND NEW.appointment_link_status = {{ link.pending_creation }}
+              AND NEW.session_outcome IS DISTINCT FROM {{ outcome.appointment_booked }}
+              AND NEW.session_outcome IS DISTINCT FROM {{ outcome.appointment_rescheduled }})
+          OR (NEW.active_appointment_count{{ refs('NEW') }} > 0
+              AND NEW.session_outcome NOT IN ({{ outcome.booking }}))
           OR NEW.direction IS NULL OR NEW.direction = ''
-          OR (NEW.customer_id IS NULL AND NEW.customer_link_status = 'linked')
+          OR (NEW.customer_id IS NULL AND NEW.customer_link_status = {{ customer.linked }})
           OR (NEW.customer_id IS NOT NULL
-              AND (NEW.customer_link_status IS DISTINCT FROM 'linked'
+              AND (NEW.customer_link_status IS DISTINCT FROM {{ customer.linked }}
                    OR NEW.customer_linked_at IS NULL OR NEW.customer_link_method IS NULL
-                   OR NEW.customer_id IS DISTINCT FROM OLD.customer_id)))
+                   OR NEW.customer_id IS DISTINCT FROM OLD.customer_id))
+{% for column in calls.links %}
+          OR NEW.{{ column }} IS DISTINCT FROM OLD.{{ column }}
+{% endfor %}
+          )
     EXECUTE FUNCTION consistency._call_rules();
 
 -- The link columns are written by the sync triggers too, so this one cannot
@@ -72,10 +84,10 @@ CREATE TRIGGER calls_rules_update
 -- and the rules in full (IN lists) cost a single-row sync about a third more.
 DROP TRIGGER IF EXISTS calls_link_guard ON public.calls;
 CREATE TRIGGER calls_link_guard
-    BEFORE UPDATE OF appointment_made, appointment_link_status, active_appointment_count
+    BEFORE UPDATE OF appointment_made, appointment_link_status, active_appointment_count{{ with_links(', active_appointment_refs') }}
     ON public.calls
     FOR EACH ROW
     WHEN (pg_trigger_depth() = 0
-          OR NEW.appointment_made <> (NEW.active_appointment_count > 0)
-          OR NEW.appointment_made <> (NEW.appointment_link_status = 'linked'))
+          OR NEW.appointment_made <> (NEW.active_appointment_count{{ refs('NEW') }} > 0)
+          OR NEW.appointment_made <> (NEW.appointment_link_status = {{ link.linked }}))
     EXECUTE FUNCTION consistency._call_rules();

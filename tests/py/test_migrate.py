@@ -107,7 +107,9 @@ def test_install_on_an_existing_application_keeps_rows_and_backfills(empty_db: s
         (1, "legacy-1", "inbound", True, "linked", True, "linked", "phone_match", "one"),
         (2, "legacy-2", "outbound", False, "unlinked", False, "unlinked", None, "two"),
         (3, "legacy-3", "inbound", False, "unlinked", False, "unlinked", None, "three"),
-        (4, "legacy-4", "inbound", False, "unlinked", False, "linked", "phone_match", "four"),
+        # Booked, and its only appointment was deleted: the booking existed and
+        # went away (G3), so it is cancelled, not a booking in flight (G4).
+        (4, "legacy-4", "inbound", False, "cancelled", False, "linked", "phone_match", "four"),
     ]
     assert appointments == 3
 
