@@ -190,14 +190,14 @@ BEGIN ATOMIC
     )
     SELECT count(*),
            count(*) FILTER (WHERE c.booking_failed OR c.session_outcome IN
-                            ('appointment_booked', 'appointment_rescheduled', 'creation_failed')),
+                            ({{ outcome.booking }}, {{ outcome.creation_failed }})),
            count(*) FILTER (WHERE c.booking_failed),
            count(f.entity_id),
            (SELECT count(*) FROM consistency.alerts AS a
              WHERE a.alert_type = 'appointment_rollback' AND a.detected_at >= p_since)
       FROM public.calls AS c
       LEFT JOIN flagged AS f ON f.entity_id = c.id
-     WHERE c.created_at >= p_since;
+     WHERE c.created_at >= {{ calls.created_at.convert('p_since') }};
 END;
 
 -- Relay per sink: open work, dead letters, the oldest delivery still owed and
@@ -384,7 +384,8 @@ BEGIN
                    GROUP BY 1) AS a ON a.hour = h.hour
               LEFT JOIN (
                   -- As in _call_window: the alerts of these calls came after them.
-                  SELECT date_trunc('hour', k.created_at) AS hour, count(*) AS calls,
+                  SELECT date_trunc('hour', {{ calls.created_at.convert('k.created_at') }}) AS hour,
+                         count(*) AS calls,
                          count(f.entity_id) AS bad
                     FROM public.calls AS k
                     LEFT JOIN (SELECT DISTINCT y.entity_id
@@ -392,7 +393,7 @@ BEGIN
                                 WHERE y.severity IN ('critical', 'warning')
                                   AND y.detected_at >= v_since
                                   AND y.entity_type = 'call') AS f ON f.entity_id = k.id
-                   WHERE k.created_at >= v_since
+                   WHERE k.created_at >= {{ calls.created_at.convert('v_since') }}
                    GROUP BY 1) AS c ON c.hour = h.hour),
         'check_runs', (
             SELECT coalesce(jsonb_agg(jsonb_build_object(

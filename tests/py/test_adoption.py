@@ -237,6 +237,16 @@ def test_install_then_the_application_writes_and_the_monitor_checks(askpro: App,
     assert report.code == 0, report
     assert json.loads(report.out)["totals"]["calls"] >= 16
 
+    # A scrape counts the last 24 hours of the application's naive UTC
+    # created_at, whatever the session's TimeZone.
+    with askpro.connect() as conn:
+        day = conn.execute("SELECT (consistency.metrics() -> 'day' ->> 'calls')::int").fetchone()[0]
+        expected = conn.execute(
+            "SELECT count(*) FROM calls WHERE created_at >= "
+            "(consistency.now() - interval '24 hours') AT TIME ZONE 'UTC'").fetchone()[0]
+        assert day == expected > 0
+        assert conn.execute("SELECT consistency.status(24) ? 'check_runs'").fetchone()[0]
+
     # plpgsql_check on the functions as rendered for this application.
     with askpro.connect(askpro.admin) as admin:
         admin.execute("CREATE SCHEMA testing")
