@@ -1,35 +1,9 @@
-"""`consistency demo`: a voice agent's day at high speed, with the guard on.
-
-A throwaway PostgreSQL (``orchestrator/pgcluster.py``) or a database of its
-own on the server of ``--dsn``; the guard installed; then, for ``minutes`` of
-real time, each real second playing ``speed`` seconds of a day from 08:00:
-
-- callers phone the agent; some bookings go through ``CircuitBreaker`` to a
-  fake calendar API (a local HTTP server of this module) that has an outage
-  in the middle of the run: the circuit opens, refuses bookings fast (each
-  queued for review), lets probes through, and closes when the calendar is
-  back;
-- the calendar's webhook turns each booking into an appointment, which the
-  agent validates; some never arrive (phantom bookings), some arrive without
-  their call (orphans), some with another booking id (validation fails, the
-  booking is rolled back);
-- later callers cancel or move appointments; some calls come without a
-  direction; the front desk imports a batch of appointments in one
-  statement; a legacy feed writes calls with triggers off;
-- beside them, what ``consistency up`` runs (``orchestrator/up.py``): the
-  monitor's check loop, the relay (stdout and any ``--sink``), and with
-  ``--serve`` the dashboard.
-
-The guard's timers (max booking age, circuit cooldown and timeout, check
-interval) are divided by ``speed``, with floors so that a loaded machine does
-not time out healthy calls. At the end: a last check, the daily report, and
-a summary whose every figure is read back from the database.
-"""
+"""Setting up, playing the day with the services running, reading back what
+happened, cleaning up."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
 import signal
@@ -38,16 +12,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
-from urllib import error as urlerror
-from urllib import request as urlrequest
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from psycopg_pool import ConnectionPool
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -55,328 +25,25 @@ from rich.text import Text
 
 from orchestrator import breaker as breaker_mod
 from orchestrator import config, db, migrate, monitor, output, pgcluster
+from orchestrator.demo.agent import Agent, batch_import, legacy_feed
+from orchestrator.demo.calendar import Calendar
+from orchestrator.demo.script import (
+    ACTOR,
+    AGENT_LINES,
+    CALLS_PER_HOUR,
+    IMPORT_AT,
+    KEY,
+    LEGACY_AT,
+    MAX_CALLS_PER_SECOND,
+    OUTAGE,
+    Clock,
+    DemoOptions,
+    Events,
+    Timers,
+)
 from orchestrator.errors import GuardError
 
-KEY = "appointment_booking:service:1"
-DAY_START = 8 * 3600          # the played day starts at 08:00
-CALLS_PER_HOUR = 90           # a busy practice's phone line, in simulated time
-MAX_CALLS_PER_SECOND = 8.0    # real time: what 2 shared cores play comfortably
-AGENT_LINES = 6               # calls handled at once
-OUTAGE = (0.35, 0.55)         # the calendar's outage, as fractions of the run
-LEGACY_AT, IMPORT_AT = 0.25, 0.70
-ACTOR = "consistency demo"
-
 log = logging.getLogger("consistency.demo")
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    dsn: str | None = None
-    minutes: float = 2.0
-    speed: float = 300.0
-    serve: bool = False
-    keep: bool = False
-    sinks: tuple[str, ...] = ()
-    seed: int = 13
-
-
-@dataclass(frozen=True)
-class Timers:
-    """The guard's timers for the run, in real seconds."""
-
-    max_age: int
-    cooldown: float
-    timeout: float
-    check_every: float
-
-    @classmethod
-    def for_run(cls, speed: float, seconds: float) -> Timers:
-        outage = (OUTAGE[1] - OUTAGE[0]) * seconds
-        return cls(max_age=max(3, round(300 / speed)),
-                   # Short enough for probes within the outage, long enough
-                   # for some bookings to be refused in between.
-                   cooldown=min(max(1.0, 30 / speed), max(outage / 3, 0.2)),
-                   timeout=max(0.5, min(10.0, 10 / speed)),
-                   check_every=max(0.5, 300 / speed))
-
-    def settings(self) -> dict[str, float | int]:
-        return {"validation.max_appointment_age_seconds": self.max_age,
-                "circuit_breaker.cooldown_seconds": round(self.cooldown, 3),
-                "circuit_breaker.timeout_seconds": round(self.timeout, 3)}
-
-
-@dataclass
-class Clock:
-    seconds: float
-    speed: float
-    started: float = field(default_factory=time.monotonic)
-    started_wall: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def fraction(self) -> float:
-        return min(1.0, self.elapsed() / self.seconds)
-
-    def label(self, real_offset: float | None = None) -> str:
-        offset = self.elapsed() if real_offset is None else real_offset
-        total = int(DAY_START + offset * self.speed) % 86400
-        return f"{total // 3600:02d}:{total % 3600 // 60:02d}"
-
-    def label_at(self, wall: datetime | None) -> str:
-        if wall is None:
-            return "-"
-        return self.label((wall - self.started_wall).total_seconds())
-
-    def outage(self) -> bool:
-        return OUTAGE[0] <= self.elapsed() / self.seconds < OUTAGE[1]
-
-
-# --- the fake calendar API ------------------------------------------------------------
-
-class CalendarError(Exception):
-    """The calendar answered with an error (a failure for the breaker)."""
-
-
-class Calendar:
-    """POST /bookings -> 201 {"booking_id": ...}; during the outage, 503 at
-    once or no answer until well past the breaker's deadline."""
-
-    def __init__(self, clock: Clock, timers: Timers, seed: int) -> None:
-        self.clock = clock
-        self.hang = timers.timeout * 1.5
-        self.requests = 0
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        calendar = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length", "0")))
-                status, body = calendar._answer()
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/bookings"
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="demo-calendar", daemon=True)
-        self._thread.start()
-
-    def _answer(self) -> tuple[int, dict[str, str]]:
-        with self._lock:
-            self.requests += 1
-            draw = self._rng.random()
-        if self.clock.outage():
-            if draw < 0.6:
-                return 503, {"error": "calendar unavailable"}
-            self._stopping.wait(self.hang)
-            return 504, {"error": "gateway timeout"}
-        time.sleep(0.005 + draw * 0.02)
-        return 201, {"booking_id": f"cal-{uuid.uuid4().hex[:12]}"}
-
-    def book(self, slot: str) -> str:
-        data = json.dumps({"slot": slot, "service_id": 1}).encode()
-        req = urlrequest.Request(self.url, data=data, method="POST",
-                                 headers={"content-type": "application/json"})
-        try:
-            with urlrequest.urlopen(req, timeout=self.hang + 1) as resp:
-                return str(json.loads(resp.read())["booking_id"])
-        except urlerror.HTTPError as exc:
-            raise CalendarError(f"calendar answered {exc.code}") from None
-        except (urlerror.URLError, OSError) as exc:
-            raise CalendarError(f"calendar unreachable: {exc}") from None
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
-
-
-# --- the voice agent ----------------------------------------------------------------
-
-@dataclass
-class Events:
-    """What the script did, for the live view (the summary reads the database)."""
-
-    lines: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, line: str) -> None:
-        with self._lock:
-            self.lines.append(line)
-
-    def last(self, n: int) -> list[str]:
-        with self._lock:
-            return self.lines[-n:]
-
-
-class Agent:
-    """Plays the calls: each one a short script of the agent's, the
-    calendar's and later callers' writes, as the application would make them."""
-
-    def __init__(self, dsn: str, calendar: Calendar, seed: int, as_app: bool) -> None:
-        self.calendar = calendar
-        self.seed = seed
-        self.rng = random.Random(seed)
-        self._rng_lock = threading.Lock()
-        self.breaker = breaker_mod.CircuitBreaker(KEY, dsn=dsn)
-        self.pool = ConnectionPool(db.session_conninfo(dsn), min_size=2, max_size=AGENT_LINES,
-                                   kwargs={"autocommit": True, "application_name": "demo agent"},
-                                   configure=self._configure if as_app else None, open=True)
-        self._serial = 0
-        self._bookings = 0
-
-    @staticmethod
-    def _configure(conn: psycopg.Connection) -> None:
-        conn.execute(db.query("demo_act_as_app"))
-
-    def close(self) -> None:
-        self.pool.close()
-
-    def _confirmed(self) -> int:
-        with self._rng_lock:
-            self._bookings += 1
-            return self._bookings
-
-    def _draw(self) -> tuple[float, int, int]:
-        with self._rng_lock:
-            self._serial += 1
-            return self.rng.random(), self.rng.randrange(1, 400), self._serial
-
-    def call(self) -> None:
-        draw, customer, serial = self._draw()
-        with self.pool.connection() as conn:
-            if draw < 0.50:
-                self._booking(conn, customer, serial, self.rng_sub(serial))
-            elif draw < 0.60:
-                self._cancel(conn, customer, serial)
-            elif draw < 0.68:
-                self._move(conn, customer, serial)
-            else:
-                self._information(conn, customer, serial, draw)
-
-    def rng_sub(self, serial: int) -> random.Random:
-        return random.Random(f"{self.seed}-{serial}")
-
-    def _insert(self, conn: psycopg.Connection, customer: int, serial: int,
-                outcome: str | None = None, made: bool = False) -> int:
-        # One caller in seven comes from a telephony route that sends no
-        # direction: G6 makes it inbound as the row is written.
-        direction = None if serial % 7 == 3 else "inbound"
-        return int(conn.execute(db.query("demo_call_insert"), {
-            "external_call_id": f"demo-{serial}-{uuid.uuid4().hex[:6]}",
-            "customer_id": customer, "direction": direction,
-            "from_number": f"+49151{customer:07d}", "outcome": outcome,
-            "appointment_made": made}).fetchone()[0])
-
-    def _booking(self, conn: psycopg.Connection, customer: int, serial: int,
-                 rng: random.Random) -> None:
-        call_id = self._insert(conn, customer, serial)
-        slot = (datetime.now(UTC) + timedelta(days=1 + rng.randrange(14))).isoformat()
-        try:
-            outcome = breaker_mod.book_or_queue(
-                self.breaker, call_id, self.calendar.book, slot,
-                review_context={"slot": slot, "customer_id": customer})
-        except (CalendarError, breaker_mod.CallTimeoutError) as exc:
-            conn.execute(db.query("demo_call_booking_failed"),
-                         {"call_id": call_id, "reason": str(exc)[:200]})
-            conn.execute(db.query("demo_review_enqueue"), {
-                "call_id": call_id, "reason": "calendar_booking_failed",
-                "context": json.dumps({"error": str(exc)[:200], "slot": slot})})
-            return
-        if not outcome.booked:
-            conn.execute(db.query("demo_call_outcome"),
-                         {"call_id": call_id, "outcome": "callback_requested"})
-            return
-        booking_id = str(outcome.result)
-        conn.execute(db.query("demo_call_booked"), {"call_id": call_id, "booking_id": booking_id})
-        # Of every 12 confirmed bookings, one never arrives (phantom), one
-        # arrives without its call (orphan), one under another booking id.
-        fate = self._confirmed() % 12
-        if fate == 2:
-            return  # phantom: the calendar's webhook never comes
-        orphan = fate == 5
-        webhook_id = f"{booking_id}-dup" if fate == 8 else booking_id
-        conn.execute(db.query("demo_appointment_webhook"), {
-            "call_id": None if orphan else call_id, "customer_id": customer,
-            "starts_at": slot, "booking_id": webhook_id})
-        if orphan:
-            return  # nothing to validate the call against; the monitor links it
-        ok, reason, _ = conn.execute(db.query("validate_booking"), {
-            "call_id": call_id, "appointment_id": None,
-            "external_booking_id": booking_id}).fetchone()
-        if not ok:
-            with conn.transaction():
-                conn.execute(db.query("rollback_booking"),
-                             {"call_id": call_id, "reason": reason, "actor": "voice agent"})
-
-    def _existing(self, conn: psycopg.Connection, call_id: int, query: str) -> bool:
-        with conn.transaction():
-            row = conn.execute(db.query("demo_pick_appointment"),
-                               {"offset": self.rng_sub(call_id).randrange(5)}).fetchone()
-            if row is None:
-                return False
-            conn.execute(db.query(query), {"appointment_id": row[0], "call_id": call_id})
-        return True
-
-    def _cancel(self, conn: psycopg.Connection, customer: int, serial: int) -> None:
-        call_id = self._insert(conn, customer, serial, outcome="appointment_cancelled")
-        if not self._existing(conn, call_id, "demo_cancel_appointment"):
-            conn.execute(db.query("demo_call_outcome"),
-                         {"call_id": call_id, "outcome": "information_only"})
-
-    def _move(self, conn: psycopg.Connection, customer: int, serial: int) -> None:
-        call_id = self._insert(conn, customer, serial, outcome="appointment_rescheduled")
-        if not self._existing(conn, call_id, "demo_move_appointment"):
-            conn.execute(db.query("demo_call_outcome"),
-                         {"call_id": call_id, "outcome": "information_only"})
-
-    def _information(self, conn: psycopg.Connection, customer: int, serial: int,
-                     draw: float) -> None:
-        outcomes = ("information_only", "callback_requested", "voicemail", "transferred",
-                    "abandoned", "spam")
-        outcome = outcomes[int(draw * 1000) % len(outcomes)]
-        # A bug of the agent's: "appointment made" on a call that booked
-        # nothing. G2 corrects the flag as the row is written, and alerts.
-        made = serial % 29 == 5
-        self._insert(conn, customer, serial, outcome=outcome, made=made)
-
-
-# --- scripted moments ---------------------------------------------------------------
-
-def legacy_feed(dsn: str, events: Events, clock: Clock) -> None:
-    """Calls from the legacy telephony system, written with triggers off."""
-    with db.connect(dsn, application_name="demo legacy feed") as conn:
-        if not conn.execute(db.query("demo_may_bypass_triggers")).fetchone()[0]:
-            events.add(f"{clock.label()} legacy feed skipped: writing with triggers off needs "
-                       "a superuser")
-            conn.rollback()
-            return
-        with conn.transaction():
-            conn.execute(db.query("demo_legacy_replica_role"))
-            plain, booked, linked = conn.execute(db.query("demo_legacy_calls"), {
-                "tag": uuid.uuid4().hex[:6], "plain": 6, "booked": 3, "linked": 4}).fetchone()
-        conn.commit()
-    events.add(f"{clock.label()} legacy feed, triggers off: {plain} calls without direction, "
-               f"{booked} 'booked' with no booking, {linked} with appointments the calls "
-               "do not show")
-
-
-def batch_import(conn: psycopg.Connection, events: Events, clock: Clock) -> None:
-    count = conn.execute(db.query("demo_batch_import"), {"limit": 40}).rowcount
-    events.add(f"{clock.label()} front desk: {count} appointments imported in one statement "
-               "for callers who asked to be called back")
 
 
 # --- the run ------------------------------------------------------------------------
