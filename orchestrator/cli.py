@@ -624,6 +624,10 @@ def report(dsn: str | None, day: str | None, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
+    _print_report(data)
+
+
+def _print_report(data: dict[str, Any]) -> None:
     backlog = data["review_backlog"]
     table(("item", "value"), [
         ("calls", data["totals"]["calls"]),
@@ -684,12 +688,29 @@ def schedule_install(dsn: str | None, as_json: bool) -> None:
 
 # --- bench -----------------------------------------------------------------------
 
-@cli.group()
-def bench() -> None:
+@cli.group(invoke_without_command=True)
+@dsn_option
+@json_option
+@click.option("--quick", is_flag=True, help="Small data sets: under 3 minutes on 2 cores.")
+@click.option("--tiny", is_flag=True, hidden=True, help="Smaller still: the test suite's run.")
+@click.option("--plot", metavar="FILE.png", default=None,
+              help="Also draw the table (needs the plot extra: matplotlib).")
+@click.pass_context
+def bench(ctx: click.Context, dsn: str | None, as_json: bool, quick: bool, tiny: bool,
+          plot: str | None) -> None:
     """Benchmarks: compare variants in one run on a scratch database.
 
-    Each needs a DSN of a server where it may create and drop a database.
+    Without a subcommand: every benchmark, on the server of --dsn or on a
+    throwaway cluster of its own, summed up in one table (baseline, with the
+    guard, the naive variant, overhead, target, met). The subcommands take a
+    DSN of a server where they may create and drop a database.
     """
+    if ctx.invoked_subcommand is not None:
+        if dsn or as_json or quick or tiny or plot:
+            raise click.UsageError(f"put the options after `{ctx.invoked_subcommand}`: "
+                                   "before it they belong to the run of every benchmark")
+        return
+    _bench_all(dsn, as_json, "tiny" if tiny else "quick" if quick else "full", plot)
 
 
 def _emit(report: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
@@ -907,6 +928,116 @@ def up(dsn: str | None, sinks: tuple[str, ...], sinks_file: str | None, every: s
     err.print("stopped", markup=False)
     if runner.failed:
         sys.exit(1)
+
+
+# --- demo, the umbrella bench, uninstall ----------------------------------------------
+
+@cli.command()
+@click.option("--dsn", metavar="DSN", default=None,
+              help="Play on this server, in a database of its own (dropped at the end unless "
+                   "--keep); default: a throwaway PostgreSQL of the demo's own.")
+@click.option("--minutes", type=click.FloatRange(0, 24 * 60, min_open=True), default=2.0,
+              show_default=True, help="Real time the day takes.")
+@click.option("--speed", type=click.FloatRange(0, 100_000, min_open=True), default=300.0,
+              show_default=True, help="Simulated seconds per real second.")
+@click.option("--serve", is_flag=True, help="Also serve the dashboard and print its URL.")
+@click.option("--keep", is_flag=True,
+              help="Keep the database (and the throwaway cluster) and print how to connect.")
+@click.option("--sink", "sinks", multiple=True, metavar="URL",
+              help="Relay alerts here too (repeatable); they always go to stdout.")
+def demo(dsn: str | None, minutes: float, speed: float, serve: bool, keep: bool,
+         sinks: tuple[str, ...]) -> None:
+    """A voice agent's day at high speed, with the guard on: bookings through
+    the circuit breaker into a fake calendar that has an outage, phantom
+    bookings, orphans, cancellations, moves, a batch import, the monitor and
+    the relay running; then the daily report and what just happened, read
+    back from the database. Exit 1 when violations() is not empty at the end."""
+    from orchestrator import demo as demo_mod
+
+    def note(text: str) -> None:
+        say(text, to_stderr=True)
+
+    options = demo_mod.DemoOptions(dsn=dsn, minutes=minutes, speed=speed, serve=serve,
+                                   keep=keep, sinks=sinks)
+    result = demo_mod.run(options, note)
+    out.print()
+    _print_report(result.report)
+    for line in demo_mod.narrative(result):
+        say(line)
+    table(("what just happened", "count"), demo_mod.summary_rows(result),
+          title="what just happened")
+    if not result.ok:
+        output.error(f"violations() lists {result.summary['violations']} call(s)")
+        sys.exit(1)
+
+
+def _bench_all(dsn: str | None, as_json: bool, profile: str, plot: str | None) -> None:
+    from orchestrator import pgcluster
+    from orchestrator.bench import impact
+
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            raise GuardError("--plot needs matplotlib: pip install "
+                             "'consistency-guard[plot]'") from exc
+
+    def progress(message: str) -> None:
+        err.print(message, style="dim", markup=False)
+
+    cluster = None
+    if dsn is None:
+        cluster = pgcluster.Cluster(fast=False, prefix="consistency-guard-bench-")
+        try:
+            cluster.init()
+            cluster.start()
+        except BaseException:
+            cluster.destroy()
+            raise
+        target, server = cluster.dsn(), f"throwaway PostgreSQL, {cluster.binaries.describe()}"
+    else:
+        target, server = db.resolve_dsn(dsn), "the server of --dsn"
+        db.connect(target).close()  # unreachable: one line, exit 2
+    try:
+        progress(f"bench ({profile}) on {server}")
+        report = impact.run(target, profile, server, progress)
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+    if as_json:
+        click.echo(output.to_json(report.as_dict()))
+    else:
+        table(impact.COLUMNS, impact.table_rows(report),
+              title=f"consistency bench ({profile}): performance impact on {server}")
+        for line in impact.LEGEND:
+            say(line)
+        say("seconds per benchmark: " + ", ".join(f"{k} {v:g}" for k, v in
+                                                   report.seconds.items()))
+    if plot is not None:
+        impact.plot(report, plot)
+        say(f"plot: {plot}", to_stderr=True)
+    if not report.all_met:
+        sys.exit(1)
+
+
+@cli.command()
+@dsn_option
+@click.option("--dry-run", is_flag=True,
+              help="Do everything in a transaction that is rolled back; change nothing.")
+@json_option
+def uninstall(dsn: str | None, dry_run: bool, as_json: bool) -> None:
+    """Remove the guard: its triggers, bookkeeping columns and monitor indexes
+    on calls and appointments, its roles' rights there, its pg_cron jobs and
+    schema consistency (settings, alerts, audit log, review queue). Keeps the
+    application's tables, columns and rows; keeps the roles (cluster-wide)."""
+    from orchestrator import uninstall as uninstall_mod
+
+    plan = uninstall_mod.uninstall(db.resolve_dsn(dsn), dry_run=dry_run)
+    if as_json:
+        print_json(plan.as_dict())
+        return
+    for line in uninstall_mod.describe(plan):
+        say(line)
 
 
 # --- entry point ---------------------------------------------------------------

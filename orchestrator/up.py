@@ -27,7 +27,8 @@ class UpOptions:
     every: timedelta = timedelta(minutes=5)
     window: timedelta | None = None
     sinks: list[str] = field(default_factory=list)
-    serve: server.ServeOptions = field(default_factory=server.ServeOptions)
+    # None: no HTTP server (the demo without --serve).
+    serve: server.ServeOptions | None = field(default_factory=server.ServeOptions)
     max_backoff: float = 30.0
 
 
@@ -121,8 +122,9 @@ class Up:
 
         if self.options.sinks:
             relay.parse_sinks(self.options.sinks)
-        self.server, self.database = server.start(self.dsn, self.options.serve, self.health)
-        self.health.set("serve", "running", address=self.server.address)
+        if self.options.serve is not None:
+            self.server, self.database = server.start(self.dsn, self.options.serve, self.health)
+            self.health.set("serve", "running", address=self.server.address)
         self.parts.append(Part("check", self._run_check, self._stop_check, self.health,
                                self.halt, self.options.max_backoff))
         if self.options.sinks:

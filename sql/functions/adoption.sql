@@ -63,14 +63,19 @@ BEGIN
                                           JOIN pg_namespace n ON n.oid = c.relnamespace
                                          WHERE c.oid = p_table), p_name)) IS NULL THEN
         EXECUTE format('CREATE INDEX %I ON %s %s', p_name, p_table, p_definition);
-        RETURN p_name;
+        v_name := p_name;
+    ELSE
+        EXECUTE format('CREATE INDEX ON %s %s', p_table, p_definition);
+        SELECT c.relname INTO v_name
+          FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE i.indrelid = p_table AND consistency._index_signature(i.indexrelid) = v_wanted
+         ORDER BY c.oid DESC
+         LIMIT 1;
     END IF;
-    EXECUTE format('CREATE INDEX ON %s %s', p_table, p_definition);
-    SELECT c.relname INTO v_name
-      FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-     WHERE i.indrelid = p_table AND consistency._index_signature(i.indexrelid) = v_wanted
-     ORDER BY c.oid DESC
-     LIMIT 1;
+    -- uninstall drops what the guard created, never an application's index.
+    INSERT INTO consistency.installed_objects (kind, table_name, name)
+    SELECT 'index', c.relname, v_name FROM pg_class c WHERE c.oid = p_table
+    ON CONFLICT DO NOTHING;
     RETURN v_name;
 END
 $$;

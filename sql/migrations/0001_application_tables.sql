@@ -14,6 +14,18 @@
 
 CREATE SCHEMA IF NOT EXISTS consistency;
 
+-- What migrate added to the application's schema, so that `consistency
+-- uninstall` takes away exactly that: a table it created (then the table,
+-- its columns and the indexes an application may have come to use are the
+-- application's), a column or an index it added to a table that existed.
+CREATE TABLE consistency.installed_objects (
+    kind          text NOT NULL CHECK (kind IN ('table', 'column', 'index')),
+    table_name    text NOT NULL,
+    name          text NOT NULL,
+    installed_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (kind, table_name, name)
+);
+
 DO $migration$
 DECLARE
     v_new_calls        boolean := pg_catalog.to_regclass('public.calls') IS NULL;
@@ -80,6 +92,10 @@ BEGIN
                        v_column.definition);
         v_added := v_added || v_column.name;
     END LOOP;
+    INSERT INTO consistency.installed_objects (kind, table_name, name)
+    SELECT 'table', 'calls', 'calls' WHERE v_new_calls
+    UNION ALL
+    SELECT 'column', 'calls', c FROM unnest(v_added) AS c WHERE NOT v_new_calls;
 
     IF 'external_call_id' = ANY (v_added) THEN
         -- Calls written before the guard existed get a stable synthetic id,
@@ -139,6 +155,10 @@ BEGIN
                        v_column.definition);
         v_added := v_added || v_column.name;
     END LOOP;
+    INSERT INTO consistency.installed_objects (kind, table_name, name)
+    SELECT 'table', 'appointments', 'appointments' WHERE v_new_appointments
+    UNION ALL
+    SELECT 'column', 'appointments', c FROM unnest(v_added) AS c WHERE NOT v_new_appointments;
     IF 'external_booking_id' = ANY (v_added) THEN
         ALTER TABLE public.appointments
             ADD CONSTRAINT appointments_external_booking_id_key UNIQUE (external_booking_id);

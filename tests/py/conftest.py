@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from pgcluster import Cluster
 from pytest_postgresql import factories
 
 from orchestrator import migrate
+from orchestrator.pgcluster import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = Cluster()

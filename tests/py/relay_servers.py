@@ -265,7 +265,7 @@ class SmtpRecorder:
                 outer.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
                 return "250 OK"
 
-        from pgcluster import free_port
+        from orchestrator.pgcluster import free_port
 
         self.port = free_port()
         kwargs: dict = {}

@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-from pgcluster import Cluster
 
 from orchestrator import breaker as breaker_mod
 from orchestrator import migrate
@@ -26,6 +25,7 @@ from orchestrator.breaker import (
     book_or_queue,
     book_or_queue_async,
 )
+from orchestrator.pgcluster import Cluster
 
 KEY = "appointment_booking:service:1"
 
@@ -478,7 +478,7 @@ def test_fallback_to_in_process_breaker_then_resync(monkeypatch, caplog) -> None
 
 
 def test_unreachable_from_the_start_degrades(monkeypatch) -> None:
-    from pgcluster import free_port
+    from orchestrator.pgcluster import free_port
     dead = f"host=127.0.0.1 port={free_port()} user=postgres dbname=postgres"
     breaker = CircuitBreaker(KEY, dsn=dead)
     assert breaker.call(lambda: 5) == 5

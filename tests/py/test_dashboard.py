@@ -12,9 +12,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgcluster import free_port
 
 from orchestrator import server
+from orchestrator.pgcluster import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -62,7 +62,7 @@ def test_rules_and_dashboard_use_only_exported_metrics(conn, dsn) -> None:
     conn.execute("SELECT consistency.relay_register_sink(%s, 'stdout://', 'stdout')", ["d" * 64])
     conn.execute("SELECT consistency.raise_alert('deploy', 'info', 'system', 1, 'd')")
     conn.commit()
-    from pgcluster import free_port
+    from orchestrator.pgcluster import free_port
 
     options = server.ServeOptions(port=free_port())
     thread, database = server.start(dsn, options)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgcluster import bindir
 
 from orchestrator import migrate
 from orchestrator.errors import GuardError
+from orchestrator.pgcluster import bindir
 
 SNAPSHOT = (Path(__file__).parent / "catalog_snapshot.sql").read_text()
 MIGRATION_IDS = sorted(p.stem for p in (Path(migrate.db.sql_dir()) / "migrations").glob("*.sql"))

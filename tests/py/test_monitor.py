@@ -12,9 +12,9 @@ import time
 
 import psycopg
 import pytest
-from pgcluster import Cluster
 
 from orchestrator import migrate
+from orchestrator.pgcluster import Cluster
 
 DRIFT = """
 SET session_replication_role = replica;

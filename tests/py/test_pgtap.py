@@ -7,8 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from pgcluster import bindir
 from tap.parser import Parser
+
+from orchestrator.pgcluster import bindir
 
 SQL_TESTS = sorted((Path(__file__).resolve().parents[1] / "sql").glob("*.sql"))
 

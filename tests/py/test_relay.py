@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgcluster import Cluster, free_port
 from relay_servers import DripServer, EchoAuthSmtp, HttpRecorder, SmtpRecorder
 
 from orchestrator import migrate
+from orchestrator.pgcluster import Cluster, free_port
 from orchestrator.relay import Relay, RelayOptions, parse_sink, parse_sinks
 from orchestrator.relay.httppost import retry_after_seconds
 

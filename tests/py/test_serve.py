@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from pgcluster import Cluster, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestrator import migrate, server
+from orchestrator.pgcluster import Cluster, free_port
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import httpx
 import psycopg
 import pytest
-from pgcluster import Cluster, free_port
 
 from orchestrator import migrate
+from orchestrator.pgcluster import Cluster, free_port
 
 TOKEN = "up-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
