@@ -19,10 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import ROOT, as_role
-from pgcluster import Cluster, bindir
 from test_plpgsql_check import LINT
 
 from orchestrator import migrate
+from orchestrator.pgcluster import Cluster, bindir
 
 FIXTURE = ROOT.parent / "shared" / "fixtures" / "askproai"
 # How Laravel writes a timestamp: naive, in UTC, whole seconds.
