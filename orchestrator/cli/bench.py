@@ -1,0 +1,169 @@
+"""`consistency bench ...`: each benchmark compares variants in one run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from orchestrator import db, output
+from orchestrator.cli.common import dsn_option, json_option
+from orchestrator.output import print_json
+
+
+def _progress(message: str) -> None:
+    output.err.print(message, style="dim", markup=False)
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks: compare variants in one run on a scratch database.
+
+    Each needs a DSN of a server where it may create and drop a database.
+
+    \b
+    Example:
+      consistency bench circuit --dsn "host=127.0.0.1 user=postgres"
+    """
+
+
+def _emit(report: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
+    if as_json:
+        print_json(report)
+    else:
+        printer(report)
+
+
+@bench.command("check")
+@dsn_option
+@json_option
+@click.option("--calls", "sizes", type=click.IntRange(min=100), multiple=True,
+              help="Dataset sizes (repeatable; default 100000 and 1000000).")
+@click.option("--repeat", type=click.IntRange(min=1), default=7, show_default=True)
+def bench_check(dsn: str | None, as_json: bool, sizes: tuple[int, ...], repeat: int) -> None:
+    """run_check on the last hour and on the whole table, ~1 % drift.
+
+    \b
+    Example:
+      consistency bench check --dsn "host=127.0.0.1 user=postgres" --calls 100000
+    """
+    from orchestrator.bench import check as mod
+
+    _emit(mod.run(db.resolve_dsn(dsn), sizes or (100_000, 1_000_000), repeat), as_json,
+          mod.print_report)
+
+
+@bench.command("validation")
+@dsn_option
+@json_option
+@click.option("--calls", type=click.IntRange(min=10), default=100_000, show_default=True,
+              help="Calls in the dataset.")
+@click.option("--repeat", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Timed round trips per variant.")
+def bench_validation(dsn: str | None, as_json: bool, calls: int, repeat: int) -> None:
+    """validate_booking round trip: median and p95 per variant (target p95 < 5 ms).
+
+    \b
+    Example:
+      consistency bench validation --dsn "host=127.0.0.1 user=postgres" --repeat 500
+    """
+    from orchestrator.bench import validation as mod
+
+    _emit(mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat), as_json, mod.print_report)
+
+
+@bench.command("circuit")
+@dsn_option
+@json_option
+@click.option("--repeat", default=2000, show_default=True, help="Timed calls per variant.")
+@click.option("--seconds", default=3.0, show_default=True, help="Duration of each throughput run.")
+@click.option("--clients", default=8, show_default=True, help="Threads in the throughput runs.")
+def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
+                  clients: int) -> None:
+    """circuit_acquire: closed path, transition path, locking variant, round-trip floor.
+
+    \b
+    Example:
+      consistency bench circuit --dsn "host=127.0.0.1 user=postgres" --json
+    """
+    from orchestrator.bench import circuit as mod
+
+    _emit(mod.run(db.resolve_dsn(dsn), repeat=repeat, seconds=seconds, clients=clients),
+          as_json, lambda r: mod.print_result(r, output.out))
+
+
+@bench.command("relay")
+@dsn_option
+@json_option
+@click.option("--alerts", type=click.IntRange(1), default=3000, show_default=True,
+              help="Alerts per throughput run.")
+@click.option("--samples", type=click.IntRange(1), default=200, show_default=True,
+              help="Alerts timed one by one for latency.")
+@click.option("--hang-rounds", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Runs of 1 relay without and with a hanging second sink (medians compared).")
+def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int,
+                hang_rounds: int) -> None:
+    """Alerts/s to a local webhook with 1 and 2 relays, and with a second sink
+    that never answers; commit-to-delivery latency.
+
+    \b
+    Example:
+      consistency bench relay --dsn "host=127.0.0.1 user=postgres" --alerts 1000
+    """
+    from orchestrator.bench import relay as mod
+
+    _emit(mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples,
+                  hang_rounds=hang_rounds), as_json, lambda r: mod.print_report(r, output.out))
+
+
+@bench.command("serve")
+@dsn_option
+@json_option
+@click.option("--calls", type=click.IntRange(min=100), default=1_000_000, show_default=True)
+@click.option("--alerts", type=click.IntRange(min=100), default=1_000_000, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--write-repeat", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Samples of raising 20 alerts with and without the metric counters.")
+def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat: int,
+                write_repeat: int) -> None:
+    """Cost of one scrape (consistency.metrics()) at 1M calls and 1M alerts (target < 50 ms),
+    and what the metric counters cost the writers of alerts.
+
+    \b
+    Example:
+      consistency bench serve --dsn "host=127.0.0.1 user=postgres" --calls 100000
+    """
+    from orchestrator.bench import serve as mod
+
+    _emit(mod.run(db.resolve_dsn(dsn), calls=calls, alerts=alerts, repeat=repeat,
+                  progress=None if as_json else (_progress),
+                  write_repeat=write_repeat),
+          as_json, mod.print_report)
+
+
+@bench.command("triggers")
+@dsn_option
+@click.option("--calls", type=click.IntRange(min=100), default=100_000, show_default=True,
+              help="Calls in the data set (as many appointments, ~60 % of calls linked).")
+@click.option("--repeat", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Timed samples per workload and variant (after one warm-up round).")
+@json_option
+def bench_triggers(dsn: str | None, calls: int, repeat: int, as_json: bool) -> None:
+    """Cost of the guarantees: no guard vs row-level triggers vs the guard.
+
+    \b
+    Example:
+      consistency bench triggers --dsn "host=127.0.0.1 user=postgres" --repeat 25
+    """
+    from orchestrator.bench import render
+    from orchestrator.bench import triggers as mod
+
+    results = mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat,
+                      progress=None if as_json else (_progress))
+    _emit(results, as_json,
+          lambda r: render(f"bench triggers: {calls} calls, median of {repeat} (ms)",
+                           mod.COLUMNS, mod.table_rows(r), console=output.out))
+
+
+COMMANDS = [bench]
