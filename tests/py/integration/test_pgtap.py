@@ -7,10 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from pgcluster import bindir
 from tap.parser import Parser
 
-SQL_TESTS = sorted((Path(__file__).resolve().parents[1] / "sql").glob("*.sql"))
+SQL_TESTS = sorted((ROOT / "tests" / "sql").glob("*.sql"))
+assert SQL_TESTS, "no pgTAP file found"
 
 
 @pytest.mark.parametrize("path", SQL_TESTS, ids=[p.stem for p in SQL_TESTS])
