@@ -12,21 +12,17 @@ import psycopg
 from orchestrator import db, output
 from orchestrator.cli import alerts, bench, circuit, config, migrate, monitor, relay, review, serve
 from orchestrator.cli import validate as validate_cli
-from orchestrator.cli.common import CONTEXT_SETTINGS, DSN_HELP
+from orchestrator.cli.common import CONTEXT_SETTINGS, DSN_HELP, example
 from orchestrator.errors import GuardError
 
 
+@example("consistency --dsn postgresql://owner@db/app check --window 1h")
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="consistency-guard")
 @click.option("--dsn", metavar="DSN", default=None, help=DSN_HELP + " Every command takes it "
               "here too.")
 def cli(dsn: str | None) -> None:
-    """consistency-guard: PostgreSQL keeps calls and appointments consistent.
-
-    \b
-    Example:
-      consistency --dsn postgresql://owner@db/app check --window 1h
-    """
+    """consistency-guard: PostgreSQL keeps calls and appointments consistent."""
 
 
 for _module in (migrate, config, validate_cli, review, circuit, relay, monitor, alerts, bench,

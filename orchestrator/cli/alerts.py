@@ -5,23 +5,20 @@ from __future__ import annotations
 import click
 
 from orchestrator import alerts, durations
-from orchestrator.cli.common import connect, dsn_option, json_option
+from orchestrator.cli.common import connect, dsn_option, example, json_option
 from orchestrator.durations import parse_duration
 from orchestrator.output import Styled, print_json, say, table, timestamp
 
 _COLOUR = {"critical": "red", "warning": "yellow", "info": "default"}
 
 
+@example("consistency alerts list --since 1h --severity warning")
 @click.group("alerts")
 def alerts_group() -> None:
-    """The alerts the guard raised (consistency.alerts, the relay's outbox).
-
-    \b
-    Example:
-      consistency alerts list --since 1h --severity warning
-    """
+    """The alerts the guard raised (consistency.alerts, the relay's outbox)."""
 
 
+@example("consistency alerts list --since 2h --severity critical --json")
 @alerts_group.command("list")
 @dsn_option
 @click.option("--since", default="24h", show_default=True, metavar="DURATION",
@@ -34,12 +31,7 @@ def alerts_group() -> None:
 @json_option
 def alerts_list(dsn: str | None, since: str, severity: str, alert_type: str | None,
                 limit: int, as_json: bool) -> None:
-    """Alerts newest first: severity, type, entity, description.
-
-    \b
-    Example:
-      consistency alerts list --since 2h --severity critical --json
-    """
+    """Alerts newest first: severity, type, entity, description."""
     window = parse_duration(since, durations.SINCE)
     with connect(dsn) as conn:
         found = alerts.list_alerts(conn, window, min_severity=severity, alert_type=alert_type,

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from orchestrator import db, output
-from orchestrator.cli.common import dsn_option, json_option
+from orchestrator.cli.common import dsn_option, example, json_option
 from orchestrator.output import print_json
 
 
@@ -16,16 +16,12 @@ def _progress(message: str) -> None:
     output.err.print(message, style="dim", markup=False)
 
 
+@example('consistency bench circuit --dsn "host=127.0.0.1 user=postgres"')
 @click.group()
 def bench() -> None:
     """Benchmarks: compare variants in one run on a scratch database.
 
-    Each needs a DSN of a server where it may create and drop a database.
-
-    \b
-    Example:
-      consistency bench circuit --dsn "host=127.0.0.1 user=postgres"
-    """
+    Each needs a DSN of a server where it may create and drop a database."""
 
 
 def _emit(report: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
@@ -35,6 +31,7 @@ def _emit(report: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
         printer(report)
 
 
+@example('consistency bench check --dsn "host=127.0.0.1 user=postgres" --calls 100000')
 @bench.command("check")
 @dsn_option
 @json_option
@@ -42,18 +39,14 @@ def _emit(report: Any, as_json: bool, printer: Callable[[Any], None]) -> None:
               help="Dataset sizes (repeatable; default 100000 and 1000000).")
 @click.option("--repeat", type=click.IntRange(min=1), default=7, show_default=True)
 def bench_check(dsn: str | None, as_json: bool, sizes: tuple[int, ...], repeat: int) -> None:
-    """run_check on the last hour and on the whole table, ~1 % drift.
-
-    \b
-    Example:
-      consistency bench check --dsn "host=127.0.0.1 user=postgres" --calls 100000
-    """
+    """run_check on the last hour and on the whole table, ~1 % drift."""
     from orchestrator.bench import check as mod
 
     _emit(mod.run(db.resolve_dsn(dsn), sizes or (100_000, 1_000_000), repeat), as_json,
           mod.print_report)
 
 
+@example('consistency bench validation --dsn "host=127.0.0.1 user=postgres" --repeat 500')
 @bench.command("validation")
 @dsn_option
 @json_option
@@ -62,17 +55,13 @@ def bench_check(dsn: str | None, as_json: bool, sizes: tuple[int, ...], repeat: 
 @click.option("--repeat", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Timed round trips per variant.")
 def bench_validation(dsn: str | None, as_json: bool, calls: int, repeat: int) -> None:
-    """validate_booking round trip: median and p95 per variant (target p95 < 5 ms).
-
-    \b
-    Example:
-      consistency bench validation --dsn "host=127.0.0.1 user=postgres" --repeat 500
-    """
+    """validate_booking round trip: median and p95 per variant (target p95 < 5 ms)."""
     from orchestrator.bench import validation as mod
 
     _emit(mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat), as_json, mod.print_report)
 
 
+@example('consistency bench circuit --dsn "host=127.0.0.1 user=postgres" --json')
 @bench.command("circuit")
 @dsn_option
 @json_option
@@ -81,18 +70,14 @@ def bench_validation(dsn: str | None, as_json: bool, calls: int, repeat: int) ->
 @click.option("--clients", default=8, show_default=True, help="Threads in the throughput runs.")
 def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
                   clients: int) -> None:
-    """circuit_acquire: closed path, transition path, locking variant, round-trip floor.
-
-    \b
-    Example:
-      consistency bench circuit --dsn "host=127.0.0.1 user=postgres" --json
-    """
+    """circuit_acquire: closed path, transition path, locking variant, round-trip floor."""
     from orchestrator.bench import circuit as mod
 
     _emit(mod.run(db.resolve_dsn(dsn), repeat=repeat, seconds=seconds, clients=clients),
           as_json, lambda r: mod.print_result(r, output.out))
 
 
+@example('consistency bench relay --dsn "host=127.0.0.1 user=postgres" --alerts 1000')
 @bench.command("relay")
 @dsn_option
 @json_option
@@ -105,18 +90,14 @@ def bench_circuit(dsn: str | None, as_json: bool, repeat: int, seconds: float,
 def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int,
                 hang_rounds: int) -> None:
     """Alerts/s to a local webhook with 1 and 2 relays, and with a second sink
-    that never answers; commit-to-delivery latency.
-
-    \b
-    Example:
-      consistency bench relay --dsn "host=127.0.0.1 user=postgres" --alerts 1000
-    """
+    that never answers; commit-to-delivery latency."""
     from orchestrator.bench import relay as mod
 
     _emit(mod.run(db.resolve_dsn(dsn), alerts=alerts, samples=samples,
                   hang_rounds=hang_rounds), as_json, lambda r: mod.print_report(r, output.out))
 
 
+@example('consistency bench serve --dsn "host=127.0.0.1 user=postgres" --calls 100000')
 @bench.command("serve")
 @dsn_option
 @json_option
@@ -128,12 +109,7 @@ def bench_relay(dsn: str | None, as_json: bool, alerts: int, samples: int,
 def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat: int,
                 write_repeat: int) -> None:
     """Cost of one scrape (consistency.metrics()) at 1M calls and 1M alerts (target < 50 ms),
-    and what the metric counters cost the writers of alerts.
-
-    \b
-    Example:
-      consistency bench serve --dsn "host=127.0.0.1 user=postgres" --calls 100000
-    """
+    and what the metric counters cost the writers of alerts."""
     from orchestrator.bench import serve as mod
 
     _emit(mod.run(db.resolve_dsn(dsn), calls=calls, alerts=alerts, repeat=repeat,
@@ -142,6 +118,7 @@ def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat:
           as_json, mod.print_report)
 
 
+@example('consistency bench triggers --dsn "host=127.0.0.1 user=postgres" --repeat 25')
 @bench.command("triggers")
 @dsn_option
 @click.option("--calls", type=click.IntRange(min=100), default=100_000, show_default=True,
@@ -150,12 +127,7 @@ def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat:
               help="Timed samples per workload and variant (after one warm-up round).")
 @json_option
 def bench_triggers(dsn: str | None, calls: int, repeat: int, as_json: bool) -> None:
-    """Cost of the guarantees: no guard vs row-level triggers vs the guard.
-
-    \b
-    Example:
-      consistency bench triggers --dsn "host=127.0.0.1 user=postgres" --repeat 25
-    """
+    """Cost of the guarantees: no guard vs row-level triggers vs the guard."""
     from orchestrator.bench import render
     from orchestrator.bench import triggers as mod
 

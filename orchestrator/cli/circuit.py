@@ -7,33 +7,25 @@ import dataclasses
 import click
 
 from orchestrator import breaker
-from orchestrator.cli.common import connect, dsn_option, json_option
+from orchestrator.cli.common import connect, dsn_option, example, json_option
 from orchestrator.output import Styled, print_json, say, table, timestamp
 
 _COLOUR = {"closed": "green", "half_open": "yellow", "disabled": "yellow"}
 
 
+@example("consistency circuit status appointment_booking:service:42")
 @click.group()
 def circuit() -> None:
-    """Circuit breakers shared by every worker (consistency.circuit_breaker_states).
-
-    \b
-    Example:
-      consistency circuit status appointment_booking:service:42
-    """
+    """Circuit breakers shared by every worker (consistency.circuit_breaker_states)."""
 
 
+@example("consistency circuit status --json")
 @circuit.command("status")
 @dsn_option
 @json_option
 @click.argument("key", required=False)
 def circuit_status(dsn: str | None, as_json: bool, key: str | None) -> None:
-    """Every circuit, or KEY only (an unknown key is closed).
-
-    \b
-    Example:
-      consistency circuit status --json
-    """
+    """Every circuit, or KEY only (an unknown key is closed)."""
     with connect(dsn) as conn:
         rows = breaker.status(conn, key)
     if as_json:
@@ -49,6 +41,8 @@ def circuit_status(dsn: str | None, as_json: bool, key: str | None) -> None:
            for r in rows], title="circuits")
 
 
+@example("consistency circuit force appointment_booking:service:42 forced_open \\\n"
+         '    --actor ops:ann --reason "calendar maintenance"')
 @circuit.command("force")
 @dsn_option
 @click.argument("key")
@@ -59,13 +53,7 @@ def circuit_status(dsn: str | None, as_json: bool, key: str | None) -> None:
 def circuit_force(dsn: str | None, key: str, state: str, actor: str, reason: str,
                   as_json: bool) -> None:
     """Operator override: forced_open (refuse every call), disabled (permit
-    every call, count nothing) or closed (reset).
-
-    \b
-    Example:
-      consistency circuit force appointment_booking:service:42 forced_open \\
-          --actor ops:ann --reason "calendar maintenance"
-    """
+    every call, count nothing) or closed (reset)."""
     with connect(dsn) as conn:
         changed = breaker.force(conn, key, state, actor, reason)
     if as_json:

@@ -28,6 +28,19 @@ def _inherited_dsn(ctx: click.Context, _param: click.Parameter, value: str | Non
     return value
 
 
+C = TypeVar("C", bound=click.Command)
+
+
+def example(text: str) -> Callable[[C], C]:
+    """End the command's --help with ``text``, one example of its use (a
+    decorator above @click.command / @click.group)."""
+    def add(command: C) -> C:
+        shown = "\n".join(f"  {line}" for line in text.splitlines())
+        command.help = f"{command.help or ''}\n\n\b\nExample:\n{shown}"
+        return command
+    return add
+
+
 def dsn_option(func: F) -> F:
     return click.option("--dsn", metavar="DSN", default=None, callback=_inherited_dsn,
                         help=DSN_HELP)(func)

@@ -7,10 +7,11 @@ import sys
 import click
 
 from orchestrator import migrate as migrate_mod
-from orchestrator.cli.common import dsn_option, json_option
+from orchestrator.cli.common import dsn_option, example, json_option
 from orchestrator.output import Styled, print_json, say, table
 
 
+@example("consistency migrate --dry-run --dsn postgresql://owner@db/app")
 @click.group(invoke_without_command=True)
 @dsn_option
 @click.option("--dry-run", is_flag=True,
@@ -24,12 +25,7 @@ from orchestrator.output import Styled, print_json, say, table
 @click.pass_context
 def migrate(ctx: click.Context, dsn: str | None, dry_run: bool, reapply: bool,
             owner: str | None, as_json: bool) -> None:
-    """Apply pending migrations and current definitions (one transaction).
-
-    \b
-    Example:
-      consistency migrate --dry-run --dsn postgresql://owner@db/app
-    """
+    """Apply pending migrations and current definitions (one transaction)."""
     if ctx.invoked_subcommand is not None:
         return
     result = migrate_mod.migrate(dsn, dry_run=dry_run, reapply=reapply, owner=owner)
@@ -53,16 +49,12 @@ def migrate(ctx: click.Context, dsn: str | None, dry_run: bool, reapply: bool,
              else "settings from environment: ") + ", ".join(result.settings_changed))
 
 
+@example("consistency migrate status --json")
 @migrate.command("status")
 @dsn_option
 @json_option
 def migrate_status(dsn: str | None, as_json: bool) -> None:
-    """List applied and pending migrations; exit 1 when something is pending.
-
-    \b
-    Example:
-      consistency migrate status --json
-    """
+    """List applied and pending migrations; exit 1 when something is pending."""
     st = migrate_mod.status(dsn)
     if as_json:
         print_json({"applied": st.applied, "pending": st.pending, "unknown": st.unknown,

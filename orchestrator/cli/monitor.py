@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from orchestrator import db, durations, monitor, scheduling
-from orchestrator.cli.common import connect, dsn_option, json_option
+from orchestrator.cli.common import connect, dsn_option, example, json_option
 from orchestrator.durations import parse_duration
 from orchestrator.errors import GuardError
 from orchestrator.output import Styled, print_json, say, table
@@ -45,6 +45,7 @@ def _print_check(report: monitor.CheckReport) -> None:
         say(f"waited {report.waited_ms:.0f} ms for a concurrent check to finish")
 
 
+@example("consistency check --window 2h --json")
 @click.command()
 @dsn_option
 @click.option("--window", default=None, metavar="DURATION",
@@ -58,12 +59,7 @@ def check(dsn: str | None, window: str | None, every: str | None, as_json: bool)
     """Detect, auto-correct and alert; exit 1 when critical issues remain or a
     correction failed. Each rule names the calls (appointments, for
     orphaned_appointment) it found when the run started. Corrects: run it as
-    the guard's owner.
-
-    \b
-    Example:
-      consistency check --window 2h --json
-    """
+    the guard's owner."""
     window_td = parse_duration(window, durations.WINDOW) if window else None
     interval = parse_duration(every, durations.INTERVAL) if every else None
     conninfo = db.resolve_dsn(dsn)
@@ -93,17 +89,13 @@ def check(dsn: str | None, window: str | None, every: str | None, as_json: bool)
     say(f"stopped after {runs} run(s)", to_stderr=True)
 
 
+@example("consistency report --day 2026-11-29 --json")
 @click.command()
 @dsn_option
 @click.option("--day", default=None, metavar="YYYY-MM-DD", help="Default: today.")
 @json_option
 def report(dsn: str | None, day: str | None, as_json: bool) -> None:
-    """The daily consistency report (reads only: consistency_monitor may run it).
-
-    \b
-    Example:
-      consistency report --day 2026-11-29 --json
-    """
+    """The daily consistency report (reads only: consistency_monitor may run it)."""
     try:
         day_value = date.fromisoformat(day) if day else None
     except ValueError as exc:
@@ -132,16 +124,13 @@ def report(dsn: str | None, day: str | None, as_json: bool) -> None:
               title="top issues")
 
 
+@example("consistency retention run --dry-run")
 @click.group()
 def retention() -> None:
-    """Alert retention (retention.alert_days).
-
-    \b
-    Example:
-      consistency retention run --dry-run
-    """
+    """Alert retention (retention.alert_days)."""
 
 
+@example("consistency retention run --older-than 30d --batch 5000")
 @retention.command("run")
 @dsn_option
 @click.option("--dry-run", is_flag=True, help="Count what would be archived.")
@@ -152,12 +141,7 @@ def retention() -> None:
 @json_option
 def retention_run(dsn: str | None, dry_run: bool, older_than: str | None, batch: int,
                   as_json: bool) -> None:
-    """Move old alerts to alerts_archive, one short transaction per batch.
-
-    \b
-    Example:
-      consistency retention run --older-than 30d --batch 5000
-    """
+    """Move old alerts to alerts_archive, one short transaction per batch."""
     age = parse_duration(older_than, durations.AGE) if older_than else None
     with connect(dsn) as conn:
         n = monitor.archive_alerts(conn, age, batch, dry_run=dry_run)
@@ -167,26 +151,18 @@ def retention_run(dsn: str | None, dry_run: bool, older_than: str | None, batch:
         say(f"would archive {n} alert(s)" if dry_run else f"archived {n} alert(s)")
 
 
+@example("consistency schedule install")
 @click.group()
 def schedule() -> None:
-    """Register the periodic jobs in pg_cron.
-
-    \b
-    Example:
-      consistency schedule install
-    """
+    """Register the periodic jobs in pg_cron."""
 
 
+@example("consistency schedule install --json")
 @schedule.command("install")
 @dsn_option
 @json_option
 def schedule_install(dsn: str | None, as_json: bool) -> None:
-    """Check every 5 minutes, daily report, nightly retention (needs pg_cron).
-
-    \b
-    Example:
-      consistency schedule install --json
-    """
+    """Check every 5 minutes, daily report, nightly retention (needs pg_cron)."""
     with connect(dsn) as conn:
         jobs = scheduling.install(conn)
     if as_json:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from orchestrator import config, db, durations
-from orchestrator.cli.common import connect, dsn_option, json_option
+from orchestrator.cli.common import connect, dsn_option, example, json_option
 from orchestrator.durations import parse_duration
 from orchestrator.output import Styled, age, print_json, say, table, timestamp
 
@@ -24,6 +24,7 @@ def _seconds(text: str, bounds: durations.Bounds) -> float:
     return parse_duration(text, bounds).total_seconds()
 
 
+@example("consistency relay --sinks-file /etc/consistency/sinks --sink stdout://")
 @click.group("relay", invoke_without_command=True)
 @dsn_option
 @click.option("--sink", "sinks", multiple=True, metavar="URL",
@@ -73,12 +74,7 @@ def relay(ctx: click.Context, dsn: str | None, sinks: tuple[str, ...], sinks_fil
 
     Subcommands: sinks, status, redrive, forget-sink. SIGTERM stops claiming,
     lets the sends in flight end (each within --timeout), records them, then
-    exits 0. Runs as the guard's owner.
-
-    \b
-    Example:
-      consistency relay --sinks-file /etc/consistency/sinks --sink stdout://
-    """
+    exits 0. Runs as the guard's owner."""
     if ctx.invoked_subcommand is not None:
         return
     from orchestrator import relay as relay_mod
@@ -116,17 +112,13 @@ def _cell(value: Any) -> Any:
     return timestamp(value) if isinstance(value, datetime) else value
 
 
+@example("consistency relay sinks --json")
 @relay.command("sinks")
 @dsn_option
 @json_option
 def relay_sinks(dsn: str | None, as_json: bool) -> None:
     """Registered sinks (redacted name, no secret is stored), their deliveries
-    by status and when a relay last served them.
-
-    \b
-    Example:
-      consistency relay sinks --json
-    """
+    by status and when a relay last served them."""
     from orchestrator.relay import state
 
     with connect(dsn) as conn:
@@ -138,17 +130,13 @@ def relay_sinks(dsn: str | None, as_json: bool) -> None:
           [[_cell(r[k]) for k in state.SINK_COLUMNS] for r in rows])
 
 
+@example("consistency relay status")
 @relay.command("status")
 @dsn_option
 @json_option
 def relay_status(dsn: str | None, as_json: bool) -> None:
     """Per sink: pending, in flight, retrying (oldest age), dead, delivered in
-    the last hour, last success, last error. Exit 1 when a delivery is dead.
-
-    \b
-    Example:
-      consistency relay status
-    """
+    the last hour, last success, last error. Exit 1 when a delivery is dead."""
     from orchestrator.relay import state
 
     with connect(dsn) as conn:
@@ -172,6 +160,7 @@ def relay_status(dsn: str | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+@example("consistency relay redrive --sink 2 --since 2h")
 @relay.command("redrive")
 @dsn_option
 @click.option("--sink", "sink_id", type=click.IntRange(min=1), default=None,
@@ -184,12 +173,7 @@ def relay_status(dsn: str | None, as_json: bool) -> None:
 def relay_redrive(dsn: str | None, sink_id: int | None, since: str | None,
                   alert_type: str | None, actor: str | None, as_json: bool) -> None:
     """Put dead deliveries back to pending (audited): attempts and the
-    give-up age start over; a running relay picks them up.
-
-    \b
-    Example:
-      consistency relay redrive --sink 2 --since 2h
-    """
+    give-up age start over; a running relay picks them up."""
     from orchestrator.relay import state
 
     since_td = parse_duration(since, durations.SINCE) if since else None
@@ -202,18 +186,14 @@ def relay_redrive(dsn: str | None, sink_id: int | None, since: str | None,
         say(f"re-drove {count} dead deliver{'y' if count == 1 else 'ies'}")
 
 
+@example("consistency relay forget-sink 3")
 @relay.command("forget-sink")
 @dsn_option
 @click.argument("sink_id", type=click.IntRange(min=1))
 @json_option
 def relay_forget_sink(dsn: str | None, sink_id: int, as_json: bool) -> None:
     """Forget a sink no relay serves any more, with its pending deliveries
-    (they would otherwise hold old alerts back from retention).
-
-    \b
-    Example:
-      consistency relay forget-sink 3
-    """
+    (they would otherwise hold old alerts back from retention)."""
     from orchestrator.relay import state
 
     with connect(dsn) as conn:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import click
 
 from orchestrator import db, durations
-from orchestrator.cli.common import F, dsn_option
+from orchestrator.cli.common import F, dsn_option, example
 from orchestrator.durations import parse_duration
 from orchestrator.output import say
 
@@ -49,6 +49,7 @@ def _wait_for_signal(until: Callable[[threading.Event], None] | None = None) -> 
             signal.signal(sig, handler)
 
 
+@example("CONSISTENCY_TOKEN=s3cret consistency serve --dsn postgresql://scraper@db/app")
 @click.command()
 @dsn_option
 @serve_options
@@ -57,12 +58,7 @@ def serve(dsn: str | None, host: str, port: int, token: str | None, rate_limit: 
     """Prometheus /metrics, /healthz, /api/status and the dashboard at /.
 
     Reads as consistency_monitor (the login role needs membership), read-only:
-    a hot standby will do. SIGTERM stops it.
-
-    \b
-    Example:
-      CONSISTENCY_TOKEN=s3cret consistency serve --dsn postgresql://scraper@db/app
-    """
+    a hot standby will do. SIGTERM stops it."""
     from orchestrator import server
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -78,6 +74,7 @@ def serve(dsn: str | None, host: str, port: int, token: str | None, rate_limit: 
     say("stopped", to_stderr=True)
 
 
+@example("consistency up --sinks-file /etc/consistency/sinks --every 5m --port 9187")
 @click.command()
 @dsn_option
 @click.option("--sink", "sinks", multiple=True, metavar="URL",
@@ -99,12 +96,7 @@ def up(dsn: str | None, sinks: tuple[str, ...], sinks_file: str | None, every: s
 
     Each part restarts after losing the database; /healthz reports each one.
     SIGTERM stops the check loop, drains the relay, stops serving, exits 0.
-    Runs as the guard's owner (the check corrects, the relay records).
-
-    \b
-    Example:
-      consistency up --sinks-file /etc/consistency/sinks --every 5m --port 9187
-    """
+    Runs as the guard's owner (the check corrects, the relay records)."""
     from orchestrator import relay as relay_mod
     from orchestrator import server
     from orchestrator import up as up_mod

@@ -8,7 +8,7 @@ import sys
 import click
 
 from orchestrator import config, validation
-from orchestrator.cli.common import BigInt, connect, dsn_option, json_option
+from orchestrator.cli.common import BigInt, connect, dsn_option, example, json_option
 from orchestrator.output import print_json, say, say_markup
 
 
@@ -21,6 +21,7 @@ def _print_validation(result: validation.ValidationResult) -> None:
     say_markup("call {}: [red]{}[/] {}", result.call_id, result.reason, details)
 
 
+@example("consistency validate 4711 --external-id cal-8812 --rollback-on-failure")
 @click.command("validate")
 @dsn_option
 @json_option
@@ -35,12 +36,7 @@ def _print_validation(result: validation.ValidationResult) -> None:
 def validate(dsn: str | None, as_json: bool, call_id: int, appointment_id: int | None,
              external_booking_id: str | None, rollback_on_failure: bool,
              actor: str | None) -> None:
-    """Validate the booking of CALL_ID; exit 1 when it fails.
-
-    \b
-    Example:
-      consistency validate 4711 --external-id cal-8812 --rollback-on-failure
-    """
+    """Validate the booking of CALL_ID; exit 1 when it fails."""
     with connect(dsn, autocommit=True) as conn:
         result = validation.validate_booking(conn, call_id, appointment_id, external_booking_id)
         alert_id = None
