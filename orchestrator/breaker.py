@@ -314,12 +314,11 @@ class _Database:
                         or time.monotonic() - self._settings_read_at > SETTINGS_TTL):
                     self._read_settings(conn)
                 if read_key is None or not self.mirror_supported:
-                    row = conn.execute(db.query(name), params, prepare=True).fetchone()
+                    row = db.run(conn, name, params, prepare=True).fetchone()
                 else:
                     with conn.pipeline():
-                        cur = conn.execute(db.query(name), params, prepare=True)
-                        read = conn.execute(db.query("circuit_mirror"), {"keys": [read_key]},
-                                            prepare=True)
+                        cur = db.run(conn, name, params, prepare=True)
+                        read = db.run(conn, "circuit_mirror", {"keys": [read_key]}, prepare=True)
                     row = cur.fetchone()
                     self.mirror.apply(read.fetchall())
         except (psycopg.OperationalError, PoolTimeout) as exc:
@@ -341,7 +340,7 @@ class _Database:
     def _read_settings(self, conn: psycopg.Connection) -> None:
         problems: list[str] = []
         self.thresholds = Thresholds.from_settings(
-            conn.execute(db.query("circuit_settings")).fetchall(), problems)
+            db.run(conn, "circuit_settings").fetchall(), problems)
         self._settings_read_at = time.monotonic()
         if tuple(problems) != self._settings_problems:
             self._settings_problems = tuple(problems)
@@ -356,8 +355,7 @@ class _Database:
         # Not the callers' POOL_TIMEOUT: a poll that cannot get a connection
         # soon is better skipped (nothing is trusted meanwhile).
         with self._get_pool().connection(timeout=circuit_mirror.POLL_INTERVAL) as conn:
-            return conn.execute(db.query("circuit_mirror"), {"keys": keys},
-                                prepare=True).fetchall()
+            return db.run(conn, "circuit_mirror", {"keys": keys}, prepare=True).fetchall()
 
     def _heartbeat(self, conn: psycopg.Connection) -> None:
         """On the listener's connection: calls admitted in-process never
@@ -433,7 +431,7 @@ class _Database:
 
 
 def _configure(conn: psycopg.Connection) -> None:
-    conn.execute(db.query("circuit_session_setup"), {"ms": STATEMENT_TIMEOUT_MS})
+    db.run(conn, "circuit_session_setup", {"ms": STATEMENT_TIMEOUT_MS})
 
 
 _DATABASES: dict[str, _Database] = {}
@@ -833,26 +831,14 @@ class CircuitStatus:
     closed_at: datetime | None
 
 
-def _pg_message(exc: psycopg.Error) -> str:
-    return (exc.diag.message_primary if exc.diag else None) or db.describe_error(exc)
-
-
 def status(conn: psycopg.Connection, key: str | None = None) -> list[CircuitStatus]:
     if key is not None and not key.strip():
         raise GuardError("circuit key must not be empty")
-    try:
-        rows = conn.execute(db.query("circuit_status"), {"key": key}).fetchall()
-    except psycopg.errors.InvalidParameterValue as exc:
-        raise GuardError(_pg_message(exc)) from exc
-    return [CircuitStatus(*row) for row in rows]
+    return [CircuitStatus(*row) for row in db.all(conn, "circuit_status", key=key)]
 
 
 def force(conn: psycopg.Connection, key: str, state: str, actor: str, reason: str) -> bool:
     """Operator override; True when the state changed. Audited by the database."""
-    try:
-        with conn.transaction():
-            row = conn.execute(db.query("circuit_force"), {
-                "key": key, "state": state, "actor": actor, "reason": reason}).fetchone()
-    except psycopg.errors.InvalidParameterValue as exc:
-        raise GuardError(_pg_message(exc)) from exc
-    return bool(row and row[0])
+    with conn.transaction():
+        return bool(db.value(conn, "circuit_force", key=key, state=state, actor=actor,
+                             reason=reason))

@@ -54,8 +54,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
-from orchestrator import db
-from orchestrator.retry import RetryPolicy
+from orchestrator import backoff, db
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +180,7 @@ class Mirror:
                 break
             # Back off only while LISTEN keeps failing, not after a long listen.
             attempt = 1 if self.listens > listens else attempt + 1
-            delay = min(RELISTEN_MAX, RetryPolicy(base_delay=RELISTEN_DELAY).delay(attempt))
+            delay = backoff.delay(attempt, RELISTEN_DELAY, RELISTEN_MAX)
             self._poll_until(time.monotonic() + delay)
         self._trusted_until = 0.0
         self.mode = "off"
@@ -200,8 +199,8 @@ class Mirror:
                     return
                 self._conn = conn
             try:
-                conn.execute(db.query("circuit_session_setup"), {"ms": STATEMENT_TIMEOUT_MS})
-                conn.execute(db.query("circuit_mirror_listen"))
+                db.run(conn, "circuit_session_setup", {"ms": STATEMENT_TIMEOUT_MS})
+                db.run(conn, "circuit_mirror_listen")
                 # Only after LISTEN: a change committed from now on is
                 # notified, one committed before is in this read.
                 self._resync(conn)
@@ -275,7 +274,7 @@ class Mirror:
 
 
 def _read(conn: psycopg.Connection, keys: list[str]) -> list[Row]:
-    return conn.execute(db.query("circuit_mirror"), {"keys": keys}, prepare=True).fetchall()
+    return db.run(conn, "circuit_mirror", {"keys": keys}, prepare=True).fetchall()
 
 
 def _key_of(payload: str) -> str | None:

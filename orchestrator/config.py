@@ -38,21 +38,12 @@ def parse_value(text: str) -> Any:
 
 
 def list_settings(conn: psycopg.Connection) -> list[Setting]:
-    return [Setting(*row) for row in conn.execute(db.query("settings_list")).fetchall()]
-
-
-def _pg_message(exc: psycopg.Error) -> str:
-    return (exc.diag.message_primary if exc.diag else None) or db.describe_error(exc)
+    return [Setting(*row) for row in db.all(conn, "settings_list")]
 
 
 def set_setting(conn: psycopg.Connection, key: str, value: Any, actor: str) -> bool:
     """Set one value; True when it changed. Raises GuardError on a refused value."""
-    try:
-        row = conn.execute(db.query("set_setting"),
-                           {"key": key, "value": json.dumps(value), "actor": actor}).fetchone()
-    except (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject) as exc:
-        raise GuardError(_pg_message(exc)) from exc
-    return bool(row and row[0])
+    return bool(db.value(conn, "set_setting", key=key, value=json.dumps(value), actor=actor))
 
 
 def sync_from_env(conn: psycopg.Connection, actor: str,

@@ -1,13 +1,26 @@
-"""Connections: where the DSN comes from, what every session starts with, and
-turning failures into one line that never shows a secret of the DSN."""
+"""The one way into the database: where the DSN comes from, what every
+session starts with, the named queries of ``orchestrator/queries/*.sql`` and
+how they are run, and turning failures into one line that never shows a
+secret of the DSN.
+
+A named query always gets its parameters as a mapping (an empty one when it
+takes none), so in every query file ``%(name)s`` is a parameter and ``%%`` a
+literal ``%``. ``one``/``all``/``value``/``execute`` (and ``all_async``) turn
+the errors by which the guard refuses something into GuardError with one
+line; ``run`` leaves psycopg's errors as they are, for the callers that decide
+themselves what an error means (the breaker, which must never fail a booking
+because of its database, and migrate's own labelled steps).
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import psycopg
@@ -129,6 +142,11 @@ def session_conninfo(dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(dsn, options=options)
 
 
+# libpq's variables that say where to connect; without any of them (and
+# without a DSN) libpq tries a local socket under its compiled-in defaults.
+_WHERE_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE")
+
+
 def connect(dsn: str, *, autocommit: bool = False, application_name: str = "consistency",
             **kwargs: object) -> psycopg.Connection:
     """Open a connection (search_path pinned, see SEARCH_PATH) or raise
@@ -137,9 +155,16 @@ def connect(dsn: str, *, autocommit: bool = False, application_name: str = "cons
         return psycopg.connect(session_conninfo(dsn), autocommit=autocommit,
                                application_name=application_name, **kwargs)
     except psycopg.OperationalError as exc:
-        raise GuardError(f"cannot connect to PostgreSQL: {describe_error(exc, dsn)}") from exc
+        raise GuardError(f"cannot connect to PostgreSQL: {describe_error(exc, dsn)}"
+                         f"{_no_dsn_hint(dsn)}") from exc
     except psycopg.ProgrammingError as exc:  # malformed conninfo / URL
         raise GuardError(f"invalid connection string: {describe_error(exc, dsn)}") from exc
+
+
+def _no_dsn_hint(dsn: str) -> str:
+    if dsn.strip() or any(os.environ.get(v) for v in _WHERE_VARIABLES):
+        return ""
+    return " (no database given: pass --dsn or set DATABASE_URL, or libpq's PGHOST/PGDATABASE)"
 
 
 def sql_dir() -> Path:
@@ -178,7 +203,103 @@ def query(name: str) -> str:
     return queries()[name]
 
 
-def compose(name: str, **identifiers: str) -> sql.Composed:
+def compose(name: str, /, **identifiers: str) -> sql.Composed:
     """A named query with ``{placeholders}`` filled by quoted identifiers
     (DDL takes no parameters)."""
     return sql.SQL(query(name)).format(**{k: sql.Identifier(v) for k, v in identifiers.items()})
+
+
+# --- running named queries ------------------------------------------------------
+
+NOT_INSTALLED = "the guard is not installed here: run `consistency migrate`"
+
+# SQLSTATEs by which the guard (or PostgreSQL on its behalf) refuses what was
+# asked: bad or unknown input, a missing right. Their primary message is meant
+# for the person who asked.
+_REFUSAL_CLASSES = ("22", "23")  # data exceptions, integrity constraint violations
+_REFUSAL_CODES = frozenset({
+    "P0002",  # no_data_found: an unknown call, item or sink
+    "42501",  # insufficient_privilege
+    "42704",  # undefined_object: an unknown setting, role
+})
+# A schema without the guard, or an older one: the object a query names is missing.
+_MISSING_CODES = frozenset({"42883", "42P01"})  # undefined_function, undefined_table
+
+
+def message(exc: psycopg.Error) -> str:
+    """The server's primary message (the line a RAISE wrote), else the whole
+    error on one line."""
+    primary = exc.diag.message_primary if exc.diag else None
+    return " ".join(primary.split()) if primary else describe_error(exc)
+
+
+def refusal(exc: psycopg.Error) -> GuardError | None:
+    """``exc`` as the GuardError a person acts on, or None when it is not a
+    refusal (a lost connection, a serialization failure, a bug)."""
+    state = exc.sqlstate or ""
+    if state == "3F000" and '"consistency"' in message(exc):
+        return GuardError(NOT_INSTALLED)
+    if state in _MISSING_CODES and "consistency." in message(exc):
+        return GuardError(f"the guard here is not up to date ({message(exc)}): "
+                          "run `consistency migrate`")
+    if state[:2] in _REFUSAL_CLASSES or state in _REFUSAL_CODES:
+        return GuardError(message(exc))
+    return None
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Raise the guard's refusals inside the block as GuardError (from the
+    psycopg error); every other error passes unchanged."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        refused = refusal(exc)
+        if refused is None:
+            raise
+        raise refused from exc
+
+
+Params = Mapping[str, Any]
+
+
+def run(conn: psycopg.Connection, name: str, params: Params | None = None, *,
+        prepare: bool | None = None) -> psycopg.Cursor[Any]:
+    """Send named query ``name`` with ``params`` (always a mapping: ``%%`` is
+    a literal ``%`` in every query; one that takes none may hold several
+    statements). psycopg's errors propagate unchanged."""
+    return conn.execute(query(name), {} if params is None else params, prepare=prepare)
+
+
+def execute(conn: psycopg.Connection, name: str, /, **params: Any) -> None:
+    with refusals():
+        run(conn, name, params)
+
+
+def one(conn: psycopg.Connection, name: str, /, **params: Any) -> tuple[Any, ...] | None:
+    """The first row, or None."""
+    with refusals():
+        return run(conn, name, params).fetchone()
+
+
+def all(conn: psycopg.Connection, name: str, /, **params: Any) -> list[tuple[Any, ...]]:
+    with refusals():
+        return run(conn, name, params).fetchall()
+
+
+def value(conn: psycopg.Connection, name: str, /, **params: Any) -> Any:
+    """The first column of the first row (the query must return a row)."""
+    with refusals():
+        row = run(conn, name, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"query {name!r} returned no row")
+    return row[0]
+
+
+async def all_async(conn: psycopg.AsyncConnection, name: str, /,
+                    **params: Any) -> list[tuple[Any, ...]]:
+    """``all`` on an asyncio connection; a statement without a result (LISTEN)
+    returns []."""
+    with refusals():
+        cur = await conn.execute(query(name), params)
+        return await cur.fetchall() if cur.description else []

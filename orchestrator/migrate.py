@@ -185,8 +185,7 @@ def check_ownership(conn: psycopg.Connection, owner: str | None, *,
     own triggers with more rights than it has; and the schema must hold
     nothing that another role put there. ``installing`` adds the checks of
     the role that runs migrate (status only reads)."""
-    facts = _InstallFacts(*conn.execute(db.query("install_facts"),
-                                        {"roles": list(ROLES)}).fetchone())
+    facts = _InstallFacts(*db.one(conn, "install_facts", roles=list(ROLES)))
     expected = _guard_owner(facts, owner)
     if installing and expected != facts.session_role:
         _check_set_role(conn, facts.session_role, expected, owner)
@@ -219,7 +218,7 @@ def _check_set_role(conn: psycopg.Connection, session_role: str, expected: str,
         raise GuardError(f"the guard must be owned by {expected}, not by {session_role}: run "
                          f"migrate as {expected}, or pass --owner {expected} (you must be able "
                          f"to SET ROLE {expected})")
-    facts = conn.execute(db.query("role_facts"), {"role": expected}).fetchone()
+    facts = db.one(conn, "role_facts", role=expected)
     if facts is None:
         raise GuardError(f"--owner {expected}: no such role")
     if not facts[0]:
@@ -235,8 +234,7 @@ def _check_schema(conn: psycopg.Connection, facts: _InstallFacts, expected: str)
                          f"{expected} (the guard's owner): refusing to install into it; check "
                          f"what it holds, then drop it or ALTER SCHEMA consistency OWNER TO "
                          f"{expected}")
-    foreign = [r[0] for r in conn.execute(db.query("schema_objects"),
-                                          {"installed": facts.installed})]
+    foreign = [r[0] for r in db.all(conn, "schema_objects", installed=facts.installed)]
     if foreign:
         what = ("holds objects of another owner" if facts.installed
                 else "exists and holds objects that are not the guard's")
@@ -252,7 +250,7 @@ def _roles_to_create(conn: psycopg.Connection, facts: _InstallFacts, expected: s
     if expected != facts.session_role and facts.session_creates_roles:
         return list(facts.missing_roles)
     owner_creates = (facts.session_creates_roles if expected == facts.session_role else
-                     conn.execute(db.query("role_facts"), {"role": expected}).fetchone()[1])
+                     db.one(conn, "role_facts", role=expected)[1])
     if not owner_creates:
         statements = " ".join(f"CREATE ROLE {r} NOLOGIN;" for r in facts.missing_roles)
         raise GuardError(f"roles {', '.join(facts.missing_roles)} do not exist and {expected} "
@@ -277,7 +275,7 @@ class _Session:
             if self.lock:
                 self.lock_conn = db.connect(self.conninfo, autocommit=True,
                                             application_name="consistency migrate (lock)")
-                self.lock_conn.execute(db.query("migrate_lock"))
+                db.execute(self.lock_conn, "migrate_lock")
             self.backend = _backend(self.conninfo)
         except BaseException:
             self.__exit__()
@@ -318,17 +316,17 @@ class _Session:
     def _applied(self) -> dict[str, str]:
         """Hash -> id of the applied migrations, in the order applied; read
         without yoyo, which would create its tables to answer."""
-        if not self.conn.execute(db.query("migrations_table_exists")).fetchone()[0]:
+        if not db.value(self.conn, "migrations_table_exists"):
             return {}
-        return dict(self.conn.execute(db.query("applied_migrations")).fetchall())
+        return dict(db.all(self.conn, "applied_migrations"))
 
     def fingerprint(self) -> str:
-        return self.conn.execute(db.query("definitions_fingerprint")).fetchone()[0]
+        return db.value(self.conn, "definitions_fingerprint")
 
     def _stored_definitions(self) -> dict[str, str]:
-        if not self.conn.execute(db.query("definitions_table_exists")).fetchone()[0]:
+        if not db.value(self.conn, "definitions_table_exists"):
             return {}
-        return dict(self.conn.execute(db.query("stored_definitions")).fetchall())
+        return dict(db.all(self.conn, "stored_definitions"))
 
     def stored_profile(self) -> tuple[Profile | None, dict[str, object] | None]:
         """The profile the last migrate stored, and how it is shown."""
@@ -472,13 +470,11 @@ def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
             conn.execute("SET LOCAL check_function_bodies = off")
         for definition in to_define:
             _run_sql(conn, definition.text, definition.path)
-            conn.execute(db.query("record_definition"),
-                         {"path": definition.path, "sha256": definition.sha256})
+            db.execute(conn, "record_definition", path=definition.path, sha256=definition.sha256)
         if to_define:
-            conn.execute(db.query("record_definition"),
-                         {"path": CATALOG, "sha256": session.fingerprint()})
-            conn.execute(db.query("forget_definitions"),
-                         {"paths": [d.path for d in definitions] + [CATALOG]})
+            db.execute(conn, "record_definition", path=CATALOG, sha256=session.fingerprint())
+            db.execute(conn, "forget_definitions",
+                       paths=[d.path for d in definitions] + [CATALOG])
         if adopt.backfill:
             try:
                 rows = conn.execute(db.query("adopt"), {"profile": adopt.profile.name}).fetchall()

@@ -5,7 +5,6 @@ database restarts, the daily report and retention. The logic is in SQL
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +13,8 @@ from typing import Any
 
 import psycopg
 
-from orchestrator import db
+from orchestrator import backoff, db
+from orchestrator.errors import GuardError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,18 @@ class RuleResult:
     alerted: int
     # Corrections (or the rule's detection) that failed; the run went on.
     failed: int = 0
+    # What the rule found when the run started (ids of entity_type), when the
+    # run was asked to name them.
+    entity_type: str | None = None
+    ids: list[int] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in vars(self).items() if k not in ("entity_type", "ids")}
+        if self.ids is not None:
+            data["ids"] = self.ids
+        if self.entity_type is not None:
+            data["entity_type"] = self.entity_type
+        return data
 
     @property
     def remaining(self) -> int:
@@ -55,20 +67,36 @@ class CheckReport:
         return {"run_id": self.run_id, "duration_ms": self.duration_ms,
                 "waited_ms": self.waited_ms, "critical_remaining": self.critical_remaining,
                 "failed": self.failed, "failures": self.failures,
-                "rules": [vars(r) for r in self.rules]}
+                "rules": [r.as_dict() for r in self.rules]}
 
 
-def run_check(conn: psycopg.Connection, window: timedelta | None = None) -> CheckReport:
-    """Run every rule once, commit, and return what was found and done."""
-    with conn.transaction():
-        rows = conn.execute(db.query("run_check"), {"window": window}).fetchall()
-        run_id, _, duration_ms, waited_ms, rules = conn.execute(
-            db.query("last_check_run")).fetchone()
+def run_check(conn: psycopg.Connection, window: timedelta | None = None, *,
+              name_entities: bool = False) -> CheckReport:
+    """Run every rule once, commit, and return what was found and done. With
+    ``name_entities``, each rule also names what it found when the run
+    started (consistency.check_findings, in the run's transaction and under
+    its lock): one more detection pass."""
+    named: dict[str, tuple[str, list[int]]] = {}
+    try:
+        with conn.transaction():
+            if name_entities:
+                for rule, entity_type, entity_id in db.all(conn, "check_findings",
+                                                           window=window):
+                    named.setdefault(rule, (entity_type, []))[1].append(entity_id)
+            rows = db.all(conn, "run_check", window=window)
+            run_id, _, duration_ms, waited_ms, rules = db.one(conn, "last_check_run")
+    except GuardError as exc:
+        if isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
+            raise GuardError(f"{exc}: check corrects what it finds, so it runs as the guard's "
+                             "owner (consistency_monitor may read, not correct)") from exc
+        raise
     results, failures = [], []
     for rule, severity, found, corrected, alerted in rows:
         recorded = (rules or {}).get(rule, {})
+        entity_type, ids = named.get(rule, (None, []))
         results.append(RuleResult(rule, severity, found, corrected, alerted,
-                                  int(recorded.get("failed", 0))))
+                                  int(recorded.get("failed", 0)),
+                                  entity_type, ids if name_entities else None))
         failures += [f"{rule}, {e.get('entity_type')} {e.get('entity_id')}: {e.get('error')}"
                      if e.get("entity_id") is not None else f"{rule}: {e.get('error')}"
                      for e in recorded.get("errors", [])]
@@ -77,9 +105,9 @@ def run_check(conn: psycopg.Connection, window: timedelta | None = None) -> Chec
 
 
 def daily_report(conn: psycopg.Connection, day: date | None = None) -> dict[str, Any]:
-    row = conn.execute(db.query("daily_report"), {"day": day or date.today()}).fetchone()
+    report: dict[str, Any] = db.value(conn, "daily_report", day=day or date.today())
     conn.commit()
-    return row[0]
+    return report
 
 
 def archive_alerts(conn: psycopg.Connection, older_than: timedelta | None = None,
@@ -87,24 +115,25 @@ def archive_alerts(conn: psycopg.Connection, older_than: timedelta | None = None
     """Move old alerts to the archive, one committed transaction per batch, so
     no lock is held for long. With ``dry_run``, count what would move."""
     if dry_run:
-        count = conn.execute(db.query("archivable_alerts"),
-                             {"older_than": older_than}).fetchone()[0]
+        count = db.value(conn, "archivable_alerts", older_than=older_than)
         conn.rollback()
         return int(count)
     total = 0
     while True:
         with conn.transaction():
-            moved = conn.execute(db.query("archive_alerts"),
-                                 {"older_than": older_than, "batch": batch}).fetchone()[0]
+            moved = db.value(conn, "archive_alerts", older_than=older_than, batch=batch)
         total += moved
         if moved < batch:
             return total
 
 
+RETRY_DELAY = 0.5  # first wait after a failed run; doubles up to max_backoff and every
+
+
 def check_loop(dsn: str, every: timedelta, stop: threading.Event,
                window: timedelta | None = None,
                on_result: Callable[[CheckReport], None] | None = None,
-               max_backoff: float = 30.0) -> int:
+               max_backoff: float = 30.0, *, name_entities: bool = False) -> int:
     """Run the check every ``every`` until ``stop`` is set. No database error
     ends the loop: a lost database (restart, failover) is reconnected, and any
     other error (a failing run, a function dropped by hand, a timeout) is
@@ -116,24 +145,23 @@ def check_loop(dsn: str, every: timedelta, stop: threading.Event,
     while not stop.is_set():
         try:
             if conn is None or conn.closed:
-                conn = psycopg.connect(db.session_conninfo(dsn),
-                                       application_name="consistency check --every")
-            report = run_check(conn, window)
+                conn = db.connect(dsn, application_name="consistency check --every")
+            report = run_check(conn, window, name_entities=name_entities)
             runs, failures = runs + 1, 0
             if on_result is not None:
                 on_result(report)
             wait = every.total_seconds()
-        except psycopg.Error as exc:
+        except (psycopg.Error, GuardError) as exc:
             failures += 1
             lost = isinstance(exc, psycopg.OperationalError) or conn is None or conn.broken
             if lost and conn is not None:
                 conn.close()
                 conn = None
-            wait = min(max_backoff, every.total_seconds(),
-                       0.5 * 2 ** (failures - 1)) * (1 + random.random() / 10)
+            wait = backoff.delay(failures, RETRY_DELAY, min(max_backoff, every.total_seconds()))
             log.warning("%s (%s); retrying in %.1fs",
                         "database unavailable" if lost else "check failed",
-                        db.describe_error(exc, dsn), wait)
+                        db.redact(str(exc), dsn) if isinstance(exc, GuardError)
+                        else db.describe_error(exc, dsn), wait)
         stop.wait(wait)
     if conn is not None:
         conn.close()

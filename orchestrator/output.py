@@ -97,6 +97,27 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
     out.print(rendered)
 
 
+def timestamp(value: dt.datetime | None) -> str:
+    """A point in time for a table cell: UTC, to the second."""
+    if value is None:
+        return ""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def age(seconds: float | None) -> str:
+    """A duration for a table cell, in its two largest units: 3d04h, 2m05s."""
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
 def _tsv(value: Any) -> str:
     return clean(value).translate(_TSV_ESCAPES)
 

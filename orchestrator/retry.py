@@ -1,8 +1,8 @@
 """Retry of transient database failures, built on tenacity.
 
 The n-th retry waits ``base * 2**(n-1)`` seconds plus 0-10 % of that as
-jitter (so two workers that failed together do not retry together), for at
-most ``max_attempts`` attempts in all. Only transient errors are retried:
+jitter (orchestrator.backoff, so two workers that failed together do not
+retry together), for at most ``max_attempts`` attempts in all. Only transient errors are retried:
 serialization failures, deadlocks and lost or refused connections. Anything
 else, and the last transient error once the attempts are spent, is re-raised
 unchanged.
@@ -22,11 +22,9 @@ from typing import Any, TypeVar
 import psycopg
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from orchestrator import db
+from orchestrator import backoff, db
 
 T = TypeVar("T")
-
-JITTER = 0.10
 
 # SQLSTATE classes/codes worth another attempt: 40 transaction rollback
 # (serialization failure, deadlock), 08 connection exception, and the server
@@ -63,13 +61,12 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, conn: psycopg.Connection, **kwargs: Any) -> RetryPolicy:
         """validation.max_retry_attempts and validation.base_delay_seconds."""
-        attempts, delay = conn.execute(db.query("retry_settings")).fetchone()
+        attempts, delay = db.one(conn, "retry_settings")
         return cls(max_attempts=int(attempts), base_delay=float(delay), **kwargs)
 
     def delay(self, attempt: int) -> float:
         """Wait after the ``attempt``-th failed attempt (1-based)."""
-        nominal = self.base_delay * 2 ** (attempt - 1)
-        return nominal * (1.0 + JITTER * self.random())
+        return backoff.delay(attempt, self.base_delay, rand=self.random)
 
     def _wait(self, state: RetryCallState) -> float:
         return self.delay(state.attempt_number)

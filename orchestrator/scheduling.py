@@ -17,11 +17,10 @@ JOBS = [
 
 def install(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
     """Register (or update: cron.schedule replaces a job of the same name)."""
-    if not conn.execute(db.query("pg_cron_available")).fetchone()[0]:
+    if not db.value(conn, "pg_cron_available"):
         raise GuardError("pg_cron is not installed in this database; "
                          "run `consistency check --every 5m` instead")
     with conn.transaction():
         for name, spec, command in JOBS:
-            conn.execute(db.query("cron_schedule"),
-                         {"name": name, "schedule": spec, "command": command})
+            db.execute(conn, "cron_schedule", name=name, schedule=spec, command=command)
     return JOBS

@@ -86,7 +86,7 @@ class Database:
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
-        conn.execute(db.query("serve_session"))
+        db.execute(conn, "serve_session")
 
     def open(self) -> None:
         self.pool.open(wait=False)
@@ -97,22 +97,20 @@ class Database:
     def fetch(self, name: str, params: dict[str, Any] | None = None) -> Any:
         """First column of the first row of a named query."""
         with self.pool.connection(timeout=self.timeout) as conn:
-            return conn.execute(db.query(name), params).fetchone()[0]
+            return db.run(conn, name, params).fetchone()[0]
 
     def verify(self, dsn: str) -> None:
         """Fail fast with one line when the role cannot become consistency_monitor
         (or the database is not migrated), rather than serving 500s."""
         with db.connect(dsn, autocommit=True, application_name="consistency serve") as conn:
             try:
-                conn.execute(db.query("serve_session"))
-                conn.execute(db.query("serve_metrics"))
-            except psycopg.errors.InsufficientPrivilege as exc:
-                raise GuardError(
-                    f"serve connects as consistency_monitor: {db.describe_error(exc)} "
-                    "(GRANT consistency_monitor TO <login role>)") from exc
-            except psycopg.errors.UndefinedFunction as exc:
-                raise GuardError("the database has no consistency.metrics(): "
-                                 "run `consistency migrate` first") from exc
+                db.execute(conn, "serve_session")
+                db.execute(conn, "serve_metrics")
+            except GuardError as exc:
+                if isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
+                    raise GuardError(f"serve connects as consistency_monitor: {exc} "
+                                     "(GRANT consistency_monitor TO <login role>)") from exc
+                raise
 
 
 # --- /metrics ------------------------------------------------------------------------

@@ -10,16 +10,17 @@ sends in flight, then stops the server.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from orchestrator import monitor, server
+from orchestrator import backoff, monitor, server
 
 log = logging.getLogger("consistency.up")
+
+RESTART_DELAY = 0.5  # first wait before a part that ended runs again; doubles up to max_backoff
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Part:
             except Exception as exc:  # a crash of one part must not end the others
                 reason = f"{exc.__class__.__name__}: {exc}"
             failures = 1 if time.monotonic() - started > 60 else failures + 1
-            delay = min(self.max_backoff, 0.5 * 2 ** (failures - 1)) * (1 + random.random() / 10)
+            delay = backoff.delay(failures, RESTART_DELAY, self.max_backoff)
             log.error("%s stopped (%s); restarting in %.1f s", self.name, reason, delay)
             self.health.set(self.name, "restarting", last_error=reason)
             self.health.restarted(self.name)

@@ -16,15 +16,6 @@ from orchestrator import db
 from orchestrator.errors import GuardError
 from orchestrator.retry import RetryPolicy
 
-REASONS = (
-    "appointment_not_found",
-    "appointment_not_linked",
-    "appointment_wrong_call",
-    "external_booking_id_mismatch",
-    "appointment_too_old",
-    "call_flags_inconsistent",
-)
-
 
 class RollbackFailedError(GuardError):
     """rollback_booking did not happen; nothing of it was kept. The database
@@ -48,22 +39,15 @@ class ValidationResult:
                 "details": self.details}
 
 
-def _message(exc: psycopg.Error) -> str:
-    return (exc.diag.message_primary if exc.diag else None) or db.describe_error(exc)
-
-
 def validate_booking(conn: psycopg.Connection, call_id: int, appointment_id: int | None = None,
                      external_booking_id: str | None = None) -> ValidationResult:
     """Run the validation cascade; bad input (unknown call, an id beyond
     bigint) raises GuardError. Writes nothing."""
     db.require_bigint(call_id, "call_id")
     db.require_bigint(appointment_id, "appointment_id")
-    params = {"call_id": call_id, "appointment_id": appointment_id,
-              "external_booking_id": external_booking_id}
-    try:
-        ok, reason, details = conn.execute(db.query("validate_booking"), params).fetchone()
-    except (psycopg.errors.InvalidParameterValue, psycopg.errors.NoDataFound) as exc:
-        raise GuardError(_message(exc)) from exc
+    ok, reason, details = db.one(conn, "validate_booking", call_id=call_id,
+                                 appointment_id=appointment_id,
+                                 external_booking_id=external_booking_id)
     return ValidationResult(call_id, ok, reason, details or {})
 
 
@@ -83,12 +67,11 @@ def rollback_booking(conn: psycopg.Connection, call_id: int, reason: str, *,
 
     def attempt() -> int:
         with conn.transaction():
-            row = conn.execute(db.query("rollback_booking"),
-                               {"call_id": call_id, "reason": reason, "actor": actor}).fetchone()
-        return int(row[0])
+            return int(db.run(conn, "rollback_booking", {"call_id": call_id, "reason": reason,
+                                                         "actor": actor}).fetchone()[0])
 
     try:
         return retry.call(attempt) if retry is not None else attempt()
     except psycopg.Error as exc:
         raise RollbackFailedError(
-            f"rollback of call {call_id} failed, nothing was changed: {_message(exc)}") from exc
+            f"rollback of call {call_id} failed, nothing was changed: {db.message(exc)}") from exc

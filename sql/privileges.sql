@@ -172,3 +172,8 @@ GRANT EXECUTE ON FUNCTION consistency.violations() TO consistency_app, consisten
 -- read-only); the counter tables stay owner-only.
 GRANT EXECUTE ON FUNCTION consistency.metrics(), consistency.status(integer)
     TO consistency_monitor;
+-- report and check
+-- The daily report only reads (SECURITY DEFINER, STABLE): whoever watches may
+-- run `consistency report`. run_check corrects what it finds and
+-- check_findings takes its lock: both stay the owner's (`consistency check`).
+GRANT EXECUTE ON FUNCTION consistency.daily_report(date) TO consistency_monitor;

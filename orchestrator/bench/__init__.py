@@ -4,7 +4,6 @@ per benchmark (``triggers``, ``validation``, ``circuit``, ``relay`` ...)."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
@@ -29,7 +28,7 @@ def scratch_database(admin_dsn: str, prefix: str = "cg_bench", *,
     otherwise, dropped afterwards whatever happens. Yields its DSN."""
     name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with db.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        admin.execute(db.compose("bench_create_database", name=name))
     dsn = make_conninfo(admin_dsn, dbname=name)
     try:
         if migrated:
@@ -37,7 +36,7 @@ def scratch_database(admin_dsn: str, prefix: str = "cg_bench", *,
         yield dsn
     finally:
         with db.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(db.compose("bench_drop_database", name=name))
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,6 @@ def render(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
     (console or Console()).print(table)
 
 
-def dump_json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=str)
-
-
 def server_info(conn: psycopg.Connection) -> dict[str, str]:
-    version = conn.execute("SHOW server_version").fetchone()[0]
+    version = db.value(conn, "bench_server_version")
     return {"server_version": version, "cpus": str(os.cpu_count())}

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from orchestrator import db
-from orchestrator.bench import Stats, dump_json, render, sample, scratch_database, server_info
+from orchestrator.bench import Stats, render, sample, scratch_database, server_info
 from orchestrator.bench.dataset import load_dataset
 
 TARGETS_MS = {"window": 20.0, "whole table": 150.0}
@@ -30,15 +30,15 @@ STEPS = (("missing_direction: detect + fix", "missing_direction", "ms"),
          ("session_outcome_mismatch: detect + alert", "session_outcome_mismatch", "ms"),
          ("recent_failure: count", "recent_failure", "ms"))
 
-__all__ = ["dump_json", "print_report", "run"]
+__all__ = ["print_report", "run"]
 
 
 def _one_run(conn: psycopg.Connection, window: timedelta, found: list[int],
              steps: list[dict[str, Any]]) -> None:
     with conn.transaction(force_rollback=True):
-        total, _ = conn.execute(db.query("bench_check_run"), {"window": window}).fetchone()
+        total, _ = db.one(conn, "bench_check_run", window=window)
         found.append(int(total or 0))
-        steps.append(conn.execute(db.query("bench_check_steps")).fetchone()[0])
+        steps.append(db.value(conn, "bench_check_steps"))
 
 
 def _breakdown(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -54,9 +54,8 @@ def _breakdown(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _plan(conn: psycopg.Connection, since: datetime, now: datetime, bulk: bool) -> list[str]:
     with conn.transaction(force_rollback=True):
-        conn.execute(db.query("bench_check_plan_settings"))
-        return [r[0] for r in conn.execute(db.query("bench_check_plan"),
-                                           {"since": since, "now": now, "bulk": bulk})]
+        db.execute(conn, "bench_check_plan_settings")
+        return [r[0] for r in db.all(conn, "bench_check_plan", since=since, now=now, bulk=bulk)]
 
 
 def run(admin_dsn: str, sizes: tuple[int, ...] = (100_000, 1_000_000),
@@ -70,9 +69,8 @@ def run(admin_dsn: str, sizes: tuple[int, ...] = (100_000, 1_000_000),
                 db.connect(dsn, autocommit=True) as conn:
             load_dataset(conn, calls=calls, spread_seconds=5.0)
             with conn.transaction():
-                conn.execute(db.query("bench_check_drift"))
-            conn.execute("VACUUM ANALYZE public.calls")
-            conn.execute("VACUUM ANALYZE public.appointments")
+                db.execute(conn, "bench_check_drift")
+            db.execute(conn, "bench_vacuum_analyze")
             info = server_info(conn)
             for name, window in WINDOWS.items():
                 found: list[int] = []

@@ -43,7 +43,7 @@ CLOSED_KEY = "bench_closed"
 
 
 def _set(conn: psycopg.Connection, key: str, value: str) -> None:
-    conn.execute(db.query("set_setting"), {"key": key, "value": value, "actor": "bench"})
+    db.execute(conn, "set_setting", key=key, value=value, actor="bench")
 
 
 def _throughput(dsn: str, clients: int, seconds: float,
@@ -94,8 +94,8 @@ def _pgbench(dsn: str, clients: int, seconds: float, statement: str) -> float | 
 
 
 def _call(conn: psycopg.Connection, name: str, key: str) -> Callable[[], Any]:
-    text = db.query(name)
-    return lambda: conn.execute(text, {"key": key}, prepare=True).fetchone()
+    params = {"key": key}
+    return lambda: db.run(conn, name, params, prepare=True).fetchone()
 
 
 def run(admin_dsn: str, *, repeat: int = 2000, seconds: float = 3.0,
@@ -103,12 +103,11 @@ def run(admin_dsn: str, *, repeat: int = 2000, seconds: float = 3.0,
     with scratch_database(admin_dsn, "cg_bench_circuit") as dsn, \
             psycopg.connect(dsn, autocommit=True) as conn:
         info = server_info(conn)
-        conn.execute(db.query("bench_circuit_locking_acquire"))
+        db.execute(conn, "bench_circuit_locking_acquire")
         # A cooldown of a microsecond: every acquire after a failure is a transition.
         _set(conn, "circuit_breaker.cooldown_seconds", "0.000001")
         _set(conn, "circuit_breaker.failure_threshold", "1")
-        conn.execute("INSERT INTO consistency.circuit_breaker_states (circuit_key) VALUES (%s)",
-                     (CLOSED_KEY,))
+        db.execute(conn, "bench_circuit_add_key", key=CLOSED_KEY)
 
         latency: dict[str, Stats] = {
             "round trip": sample(_call(conn, "bench_circuit_round_trip", CLOSED_KEY), repeat,
@@ -118,7 +117,7 @@ def run(admin_dsn: str, *, repeat: int = 2000, seconds: float = 3.0,
                                       repeat, warmup=50),
         }
         reopen = _call(conn, "bench_circuit_record_failure", "bench:transition")
-        conn.execute(db.query("circuit_record_failure"), {"key": "bench:transition", "error": None})
+        db.execute(conn, "circuit_record_failure", key="bench:transition", error=None)
         latency["transition path"] = sample(_call(conn, "circuit_acquire", "bench:transition"),
                                             repeat, warmup=5, setup=reopen)
         try:

@@ -130,8 +130,8 @@ def _propagation(dsn: str, breaker: breaker_mod.CircuitBreaker, samples: int) ->
     with psycopg.connect(dsn, autocommit=True) as conn:
         for i in range(samples + samples % 2):  # even: the circuit ends closed
             state = "forced_open" if i % 2 == 0 else "closed"
-            conn.execute(db.query("circuit_force"), {"key": KEY, "state": state,
-                                                     "actor": "bench", "reason": "propagation"})
+            db.execute(conn, "circuit_force", key=KEY, state=state, actor="bench",
+                       reason="propagation")
             committed = time.perf_counter()
             end = time.monotonic() + 5
             while mirror.known_state(KEY) != state:

@@ -144,7 +144,7 @@ def _relays(dsn: str, urls: Sequence[str], count: int, poll: float) -> Iterator[
 def _wait_listening(conn: psycopg.Connection, count: int, timeout: float = 30) -> None:
     # Each relay holds a work and a listen connection.
     deadline = time.monotonic() + timeout
-    while conn.execute(db.query("relay_bench_listeners")).fetchone()[0] < 2 * count:
+    while db.value(conn, "bench_relay_listeners") < 2 * count:
         if time.monotonic() > deadline:
             raise RuntimeError("relays did not start")
         time.sleep(0.05)
@@ -155,13 +155,12 @@ def _throughput(dsn: str, hook: _Webhook, relays: int, alerts: int, first: int,
     urls = [hook.url] + ([hang.url] if hang else [])
     with psycopg.connect(dsn, autocommit=True) as conn, _relays(dsn, urls, relays, 2.0):
         _wait_listening(conn, relays)  # sinks are registered before the relay listens
-        warm = conn.execute(db.query("relay_bench_raise_one"), {"entity": first}).fetchone()[0]
+        warm = db.value(conn, "bench_relay_raise_one", entity=first)
         if not hook.wait_for({warm}, 30):
             raise RuntimeError("warm-up alert was not delivered")
         with conn.transaction():
-            start_id = conn.execute("SELECT last_value FROM consistency.alerts_id_seq"
-                                    ).fetchone()[0]
-            conn.execute(db.query("relay_bench_raise_many"), {"first": first + 1, "n": alerts})
+            start_id = db.value(conn, "bench_relay_last_alert_id")
+            db.execute(conn, "bench_relay_raise_many", first=first + 1, n=alerts)
         start = time.perf_counter()
         ids = set(range(start_id + 1, start_id + alerts + 1))
         if not hook.wait_for(ids, 120):
@@ -181,8 +180,7 @@ def _latency(dsn: str, hook: _Webhook, samples: int, first: int) -> Stats:
             # Taken before the autocommit statement, so the figure also holds
             # raise_alert and the commit itself: an upper bound.
             committed = time.perf_counter()
-            alert_id = conn.execute(db.query("relay_bench_raise_one"),
-                                    {"entity": first + i}).fetchone()[0]
+            alert_id = db.value(conn, "bench_relay_raise_one", entity=first + i)
             if not hook.wait_for({alert_id}, 30):
                 raise RuntimeError(f"alert {alert_id} was not delivered through the wake-up")
             latencies.append((hook.arrivals[alert_id] - committed) * 1000.0)

@@ -25,13 +25,13 @@ from typing import Any
 import httpx
 
 from orchestrator import db
-from orchestrator.bench import Stats, dump_json, render, scratch_database, server_info
+from orchestrator.bench import Stats, render, scratch_database, server_info
 from orchestrator.bench.dataset import load_dataset
 
 TARGET_MS = 50.0
 UNFOLDED = 10_000
 
-__all__ = ["TARGET_MS", "dump_json", "print_report", "run"]
+__all__ = ["TARGET_MS", "print_report", "run"]
 
 
 def free_port() -> int:
@@ -45,31 +45,25 @@ def _load(conn: Any, calls: int, alerts: int, progress: Callable[[str], None]) -
     load_dataset(conn, calls=calls, spread_seconds=5.0)
     progress(f"loading {alerts} alerts, deliveries, circuits, review items, check runs")
     with conn.transaction():
-        conn.execute(db.query("bench_serve_sinks")).fetchall()
-        # Only the first sink keeps a history: the second is registered later.
-        conn.execute("DELETE FROM consistency.relay_sinks WHERE name = 'stdout://'")
-        conn.execute(db.query("bench_serve_alerts"), {"alerts": alerts, "calls": calls})
-        conn.execute(db.query("bench_serve_sinks")).fetchall()
-        conn.execute(db.query("bench_serve_deliveries_done"), {})
-        conn.execute(db.query("bench_serve_circuits"), {"circuits": 1000})
-        conn.execute(db.query("bench_serve_circuit_events"), {"circuits": 1000})
-        conn.execute(db.query("bench_serve_review"), {"reviews": 20_000})
-        conn.execute(db.query("bench_serve_check_runs"), {"runs": 8640})
+        db.all(conn, "bench_serve_sinks")
+        db.execute(conn, "bench_serve_forget_stdout_sink")
+        db.execute(conn, "bench_serve_alerts", alerts=alerts, calls=calls)
+        db.all(conn, "bench_serve_sinks")
+        db.execute(conn, "bench_serve_deliveries_done")
+        db.execute(conn, "bench_serve_circuits", circuits=1000)
+        db.execute(conn, "bench_serve_circuit_events", circuits=1000)
+        db.execute(conn, "bench_serve_review", reviews=20_000)
+        db.execute(conn, "bench_serve_check_runs", runs=8640)
     progress("archiving alerts older than 30 days")
     with conn.transaction():
-        conn.execute(db.query("bench_serve_archive"))
-    for table in ("public.calls", "public.appointments", "consistency.alerts",
-                  "consistency.alerts_archive", "consistency.relay_deliveries",
-                  "consistency.manual_review_queue", "consistency.check_runs",
-                  "consistency.circuit_breaker_events", "consistency.circuit_breaker_states"):
-        conn.execute(f"VACUUM ANALYZE {table}")
+        db.execute(conn, "bench_serve_archive")
+    db.execute(conn, "bench_serve_vacuum")
 
 
 def write_cost(admin_dsn: str, repeat: int) -> list[dict[str, Any]]:
     """Raising 20 alerts at once, with and without the metric counters."""
     variants = {"guard": [], "without counting trigger and alerts_call_issue_idx":
-                ["ALTER TABLE consistency.alerts DISABLE TRIGGER alerts_count",
-                 "DROP INDEX consistency.alerts_call_issue_idx"]}
+                ["bench_serve_without_counters"]}
     samples: dict[str, list[float]] = {name: [] for name in variants}
     with scratch_database(admin_dsn, "cg_bench_serve_w") as a, \
             scratch_database(admin_dsn, "cg_bench_serve_w") as b:
@@ -77,13 +71,13 @@ def write_cost(admin_dsn: str, repeat: int) -> list[dict[str, Any]]:
         for (name, setup), dsn in zip(variants.items(), (a, b), strict=True):
             conns[name] = db.connect(dsn, autocommit=True)
             for statement in setup:
-                conns[name].execute(statement)
+                db.execute(conns[name], statement)
         try:
             for i in range(repeat + 20):
                 for name, conn in conns.items():
                     with conn.transaction(force_rollback=True):
                         start = time.perf_counter()
-                        conn.execute(db.query("bench_serve_raise_set"), {"first": i * 20})
+                        db.execute(conn, "bench_serve_raise_set", first=i * 20)
                         if i >= 20:
                             samples[name].append((time.perf_counter() - start) * 1000.0)
         finally:
@@ -104,10 +98,10 @@ def run(admin_dsn: str, calls: int = 1_000_000, alerts: int = 1_000_000, repeat:
             db.connect(dsn, autocommit=True) as conn:
         _load(conn, calls, alerts, say)
         counts = dict(zip(("calls", "alerts", "alerts_archived", "deliveries", "deltas"),
-                          conn.execute(db.query("bench_serve_counts")).fetchone(), strict=True))
+                          db.one(conn, "bench_serve_counts"), strict=True))
         info = server_info(conn)
         monitor = db.connect(dsn, autocommit=True)
-        monitor.execute(db.query("serve_session"))
+        db.execute(monitor, "serve_session")
         owner = db.connect(dsn, autocommit=True)
         options = server.ServeOptions(port=free_port(), rate_limit="1000000/minute")
         thread, database = server.start(dsn, options)
@@ -120,18 +114,17 @@ def run(admin_dsn: str, calls: int = 1_000_000, alerts: int = 1_000_000, repeat:
 
         def with_deltas() -> float:
             with owner.transaction(force_rollback=True):
-                owner.execute(db.query("bench_serve_unfolded_deltas"), {"n": UNFOLDED})
-                return timed(lambda: owner.execute(db.query("serve_metrics")).fetchone())
+                db.execute(owner, "bench_serve_unfolded_deltas", n=UNFOLDED)
+                return timed(lambda: db.one(owner, "serve_metrics"))
 
         variants: dict[str, Callable[[], float]] = {
             "metrics() (the scrape query)":
-                lambda: timed(lambda: monitor.execute(db.query("serve_metrics")).fetchone()),
+                lambda: timed(lambda: db.one(monitor, "serve_metrics")),
             f"metrics() with {UNFOLDED:,} unfolded deltas": with_deltas,
             "counting alerts + archive + deliveries instead":
-                lambda: timed(lambda: owner.execute(db.query("bench_serve_naive")).fetchone()),
+                lambda: timed(lambda: db.one(owner, "bench_serve_naive")),
             "status() (dashboard, /api/status)":
-                lambda: timed(lambda: monitor.execute(db.query("serve_status"),
-                                                      {"hours": 24}).fetchone()),
+                lambda: timed(lambda: db.one(monitor, "serve_status", hours=24)),
             "GET /metrics through serve":
                 lambda: timed(lambda: http.get("/metrics").raise_for_status()),
         }

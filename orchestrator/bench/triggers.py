@@ -59,30 +59,29 @@ class Workload:
 
 
 def _insert_one(conn: psycopg.Connection, rnd: random.Random, tag: str, pools: Pools) -> None:
-    conn.execute(db.query("bench_triggers_insert_one"),
-                 {"call": rnd.choice(pools.linked_calls), "tag": tag}, prepare=True)
+    db.run(conn, "bench_triggers_insert_one",
+           {"call": rnd.choice(pools.linked_calls), "tag": tag}, prepare=True)
 
 
 def _insert_many(n: int) -> Run:
     def run(conn: psycopg.Connection, rnd: random.Random, tag: str, pools: Pools) -> None:
         calls = rnd.sample(pools.linked_calls, n)
-        conn.execute(db.query("bench_triggers_insert_many"), {"calls": calls, "tag": tag},
-                     prepare=True)
+        db.run(conn, "bench_triggers_insert_many", {"calls": calls, "tag": tag}, prepare=True)
     return run
 
 
 def _insert_single_rows(n: int) -> Run:
     def run(conn: psycopg.Connection, rnd: random.Random, tag: str, pools: Pools) -> None:
-        sql = db.query("bench_triggers_insert_one")
         for i, call in enumerate(rnd.sample(pools.linked_calls, n)):
-            conn.execute(sql, {"call": call, "tag": f"{tag}-{i}"}, prepare=True)
+            db.run(conn, "bench_triggers_insert_one", {"call": call, "tag": f"{tag}-{i}"},
+                   prepare=True)
     return run
 
 
 def _delete_many(n: int) -> Run:
     def run(conn: psycopg.Connection, rnd: random.Random, tag: str, pools: Pools) -> None:
-        conn.execute(db.query("bench_triggers_delete_many"),
-                     {"ids": rnd.sample(pools.appointments, n)}, prepare=True)
+        db.run(conn, "bench_triggers_delete_many", {"ids": rnd.sample(pools.appointments, n)},
+               prepare=True)
     return run
 
 
@@ -113,7 +112,7 @@ def _violations_after(conn: psycopg.Connection, workload: Workload, rnd: random.
     conn.execute("BEGIN")
     try:
         workload.run(conn, rnd, "check", pools)
-        return conn.execute(db.query("bench_triggers_violations")).fetchone()[0]
+        return db.value(conn, "bench_triggers_violations")
     finally:
         conn.execute("ROLLBACK")
 
@@ -129,14 +128,13 @@ def run(admin_dsn: str, calls: int = 100_000, repeat: int = 15, warmup: int = 1,
         results["server"] = server_info(conn)
         say(f"loading {calls} calls")
         load_dataset(conn, calls=calls)
-        conn.execute("VACUUM ANALYZE public.calls, public.appointments")
-        conn.execute(db.query("bench_triggers_setup"))
-        linked = [r[0] for r in conn.execute(db.query("bench_triggers_linked_calls"))]
+        db.execute(conn, "bench_vacuum_analyze")
+        db.execute(conn, "bench_triggers_setup")
+        linked = [r[0] for r in db.all(conn, "bench_triggers_linked_calls")]
         if len(linked) < 10_000:
             # Small smoke runs: let the 10k workload draw calls more than once.
             linked = linked * (10_000 // len(linked) + 1)
-        pools = Pools(linked, [r[0] for r in conn.execute(
-            db.query("bench_triggers_appointment_ids"))])
+        pools = Pools(linked, [r[0] for r in db.all(conn, "bench_triggers_appointment_ids")])
         for workload in WORKLOADS:
             entry: dict[str, Any] = {"label": workload.label}
             say(f"{workload.name}")
@@ -149,7 +147,7 @@ def run(admin_dsn: str, calls: int = 100_000, repeat: int = 15, warmup: int = 1,
             for i in range(rounds):
                 for k in range(len(VARIANTS)):
                     variant = VARIANTS[(i + k) % len(VARIANTS)]
-                    conn.execute(db.query("bench_triggers_set_variant"), {"variant": variant})
+                    db.execute(conn, "bench_triggers_set_variant", variant=variant)
                     _sample(conn, warm, random.Random(f"{seed}-{workload.name}-{i}-warm"),
                             f"w-{variant}-{workload.name}-{i}", pools)
                     # Same random draws for every variant.
@@ -159,16 +157,16 @@ def run(admin_dsn: str, calls: int = 100_000, repeat: int = 15, warmup: int = 1,
                         samples[variant].append(ms)
             for variant in VARIANTS:
                 entry[variant] = Stats.of(samples[variant]).as_dict()
-            conn.execute(db.query("bench_triggers_set_variant"), {"variant": "guard"})
+            db.execute(conn, "bench_triggers_set_variant", variant="guard")
             entry["violations"] = _violations_after(conn, workload, random.Random(seed), pools)
-            conn.execute("VACUUM ANALYZE public.calls, public.appointments")
+            db.execute(conn, "bench_vacuum_analyze")
             base = entry["baseline"]["median_ms"]
             entry["ratio"] = {v: entry[v]["median_ms"] / base for v in VARIANTS}
             entry["target"] = TARGETS.get(workload.name)
             entry["met"] = (None if entry["target"] is None
                             else entry["ratio"]["guard"] <= entry["target"])
             results["workloads"][workload.name] = entry
-        conn.execute(db.query("bench_triggers_set_variant"), {"variant": "guard"})
+        db.execute(conn, "bench_triggers_set_variant", variant="guard")
     return results
 
 

@@ -12,13 +12,13 @@ import random
 from typing import Any
 
 from orchestrator import db
-from orchestrator.bench import Stats, dump_json, render, sample, scratch_database, server_info
+from orchestrator.bench import Stats, render, sample, scratch_database, server_info
 from orchestrator.bench.dataset import load_dataset
 from orchestrator.validation import validate_booking
 
 TARGET_P95_MS = 5.0
 
-__all__ = ["TARGET_P95_MS", "dump_json", "print_report", "run"]
+__all__ = ["TARGET_P95_MS", "print_report", "run"]
 
 
 def run(admin_dsn: str, calls: int = 100_000, repeat: int = 2000,
@@ -27,9 +27,9 @@ def run(admin_dsn: str, calls: int = 100_000, repeat: int = 2000,
     with scratch_database(admin_dsn, "cg_bench_validation") as dsn, \
             db.connect(dsn, autocommit=True) as conn:
         load_dataset(conn, calls=calls)
-        conn.execute(db.query("bench_validation_max_age"))
-        linked = conn.execute(db.query("bench_validation_linked")).fetchall()
-        unlinked = [r[0] for r in conn.execute(db.query("bench_validation_unlinked")).fetchall()]
+        db.execute(conn, "bench_validation_max_age")
+        linked = db.all(conn, "bench_validation_linked")
+        unlinked = [r[0] for r in db.all(conn, "bench_validation_unlinked")]
         info = server_info(conn)
 
         def picker(rows: list[Any]) -> Any:

@@ -94,3 +94,18 @@ SELECT count(*)
                                  ARRAY(SELECT %(first)s + g FROM generate_series(1, 20) AS g),
                                  array_fill('lost its appointment'::text, ARRAY[20]),
                                  array_fill('{}'::jsonb, ARRAY[20]))
+
+-- name: bench_serve_forget_stdout_sink --
+-- Only the first sink keeps a history: the second is registered later.
+DELETE FROM consistency.relay_sinks WHERE name = 'stdout://'
+
+-- name: bench_serve_vacuum --
+VACUUM ANALYZE public.calls, public.appointments, consistency.alerts,
+               consistency.alerts_archive, consistency.relay_deliveries,
+               consistency.manual_review_queue, consistency.check_runs,
+               consistency.circuit_breaker_events, consistency.circuit_breaker_states
+
+-- name: bench_serve_without_counters --
+-- The variant without what the metric counters add to writers of alerts.
+ALTER TABLE consistency.alerts DISABLE TRIGGER alerts_count;
+DROP INDEX consistency.alerts_call_issue_idx

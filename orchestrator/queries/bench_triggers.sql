@@ -39,7 +39,7 @@ DECLARE
     r record;
 BEGIN
     IF p_variant NOT IN ('baseline', 'row_level', 'guard') THEN
-        RAISE EXCEPTION 'unknown variant %', p_variant;
+        RAISE EXCEPTION 'unknown variant %%', p_variant;
     END IF;
     FOR r IN
         SELECT t.tgrelid::regclass AS rel, t.tgname,
@@ -50,7 +50,7 @@ BEGIN
          WHERE t.tgrelid IN ('public.calls'::regclass, 'public.appointments'::regclass)
            AND NOT t.tgisinternal
     LOOP
-        EXECUTE format('ALTER TABLE %s %s TRIGGER %I', r.rel,
+        EXECUTE format('ALTER TABLE %%s %%s TRIGGER %%I', r.rel,
                        CASE WHEN r.enabled THEN 'ENABLE' ELSE 'DISABLE' END, r.tgname);
     END LOOP;
 END

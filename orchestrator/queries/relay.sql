@@ -1,4 +1,4 @@
--- Named queries of the alert relay (orchestrator/relay/loop.py, cli.py).
+-- Named queries of the alert relay (orchestrator/relay/).
 
 -- name: relay_register_sink --
 SELECT consistency.relay_register_sink(%(fingerprint)s, %(name)s, %(scheme)s, %(min_severity)s,
@@ -34,21 +34,6 @@ LISTEN consistency_alerts
 
 -- name: relay_probe --
 SELECT 1
-
--- name: relay_bench_raise_many --
--- Distinct entity ids: the throttle would otherwise keep all but one.
-SELECT count(consistency.raise_alert('bench_relay', 'critical', 'system', %(first)s + g,
-                                     'relay benchmark'))
-  FROM generate_series(0, %(n)s - 1) AS g
-
--- name: relay_bench_raise_one --
-SELECT consistency.raise_alert('bench_relay', 'critical', 'system', %(entity)s, 'relay benchmark')
-
--- name: relay_bench_listeners --
-SELECT count(*)
-  FROM pg_stat_activity
- WHERE datname = current_database()
-   AND application_name = 'consistency-relay'
 
 -- name: relay_status --
 SELECT sink_id, sink, min_severity, status, deliveries, oldest_created_at, last_seen_at,

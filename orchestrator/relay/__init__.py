@@ -1,8 +1,8 @@
 """Alert relay: durable, at-least-once delivery of consistency.alerts to
 webhooks, Slack, email, Alertmanager and stdout (state in relay_deliveries)."""
 
+from orchestrator.alerts import Alert
 from orchestrator.relay.base import (
-           Alert,
            DeliveryError,
            PermanentError,
            Sink,

@@ -4,18 +4,17 @@ alert (deduplicated there) and two alerts never merge into one."""
 
 from __future__ import annotations
 
-from orchestrator.relay.base import Alert, Sink, SinkURL
-from orchestrator.relay.httppost import JsonPoster
+from orchestrator.alerts import Alert
+from orchestrator.relay.base import SinkURL
+from orchestrator.relay.httppost import JsonPostSink
 
 
-class AlertmanagerSink(Sink):
-    def __init__(self, url: SinkURL) -> None:
-        super().__init__(url)
-        url.require_host()
-        path = url.parts.path.rstrip("/") + "/api/v2/alerts"
-        target = url.parts._replace(scheme=url.scheme.removeprefix("alertmanager+"),
-                                    path=path).geturl()
-        self.poster = JsonPoster(target)
+class AlertmanagerSink(JsonPostSink):
+    prefix = "alertmanager+"
+
+    def target(self, url: SinkURL) -> str:
+        return url.parts._replace(scheme=url.scheme.removeprefix(self.prefix),
+                                  path=url.parts.path.rstrip("/") + "/api/v2/alerts").geturl()
 
     def payload(self, alert: Alert) -> list[dict[str, object]]:
         item: dict[str, object] = {
@@ -29,9 +28,3 @@ class AlertmanagerSink(Sink):
         if self.url.dashboard_url:
             item["generatorURL"] = self.url.dashboard_url
         return [item]
-
-    async def send(self, alert: Alert) -> None:
-        await self.poster.post(self.payload(alert), {"Idempotency-Key": alert.idempotency_key})
-
-    async def close(self) -> None:
-        await self.poster.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.alerts import Alert
 from orchestrator.errors import GuardError
-from orchestrator.relay.base import Alert, Sink, SinkURL, TransientError, run_blocking
+from orchestrator.relay.base import Sink, SinkURL, TransientError, run_blocking
 
 
 def _apprise() -> Any:

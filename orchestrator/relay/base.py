@@ -1,6 +1,6 @@
-"""What every sink shares: the alert it sends, how a send fails, and the sink
-URL (parsed once, with its secrets known so they can be kept out of logs,
-errors and the database)."""
+"""What every sink shares: how a send fails, the sink URL (parsed once, with
+its secrets known so they can be kept out of logs, errors and the database)
+and the Sink interface. The alert a sink sends is orchestrator.alerts.Alert."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
+from orchestrator.alerts import SEVERITIES, Alert
 from orchestrator.errors import GuardError
 
-SEVERITIES = ("info", "warning", "critical")
 # Query parameters the relay consumes itself; they are not part of the
 # destination and do not change a sink's identity.
 RELAY_OPTIONS = ("min_severity", "dashboard_url", "digest")
@@ -33,35 +32,6 @@ _TOKEN_SEGMENT = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_\-.~%]{6,}$|^[^/
 _SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key|auth|sig|cred", re.IGNORECASE)
 # Shorter secrets would redact ordinary words out of error messages.
 _MIN_SECRET = 3
-
-
-@dataclass(frozen=True)
-class Alert:
-    id: int
-    alert_type: str
-    severity: str
-    entity_type: str
-    entity_id: int | None
-    description: str
-    metadata: dict[str, Any]
-    detected_at: datetime
-    auto_corrected: bool = False
-
-    @property
-    def idempotency_key(self) -> str:
-        return str(self.id)
-
-    @property
-    def entity(self) -> str:
-        return f"{self.entity_type}/{self.entity_id}" if self.entity_id is not None \
-            else self.entity_type
-
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "alert_type": self.alert_type, "severity": self.severity,
-                "entity_type": self.entity_type, "entity_id": self.entity_id,
-                "description": self.description, "metadata": self.metadata,
-                "detected_at": self.detected_at.isoformat(),
-                "auto_corrected": self.auto_corrected}
 
 
 class DeliveryError(Exception):

@@ -1,4 +1,5 @@
-"""POSTing JSON with aiohttp: one session (kept-alive connections) per sink.
+"""POSTing JSON with aiohttp: one session (kept-alive connections) per sink,
+and JsonPostSink, the base of every sink that POSTs an alert as JSON.
 
 The relay puts a hard deadline around every send (connect + whole response)
 and cancels it there; aiohttp aborts the connection on cancellation, so a
@@ -16,7 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from orchestrator.relay.base import PermanentError, TransientError
+from orchestrator.alerts import Alert
+from orchestrator.relay.base import PermanentError, Sink, SinkURL, TransientError
 
 USER_AGENT = "consistency-guard-relay/1"
 
@@ -102,3 +104,29 @@ def check_status(status: int, retry_after: str | None, body: bytes) -> int:
     if status in (408, 425, 429) or status >= 500:
         raise TransientError(message, retry_after=retry_after_seconds(retry_after))
     raise PermanentError(message)
+
+
+class JsonPostSink(Sink):
+    """POSTs ``payload(alert)`` as JSON to ``target(url)``, with the alert id
+    as the Idempotency-Key header, so a receiver can drop a repeated delivery."""
+
+    # The scheme's prefix before http(s), e.g. "webhook+".
+    prefix = ""
+
+    def __init__(self, url: SinkURL) -> None:
+        super().__init__(url)
+        url.require_host()
+        self.poster = JsonPoster(self.target(url))
+
+    def target(self, url: SinkURL) -> str:
+        """The http(s) URL to POST to."""
+        return url.parts._replace(scheme=url.scheme.removeprefix(self.prefix)).geturl()
+
+    def payload(self, alert: Alert) -> object:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def send(self, alert: Alert) -> None:
+        await self.poster.post(self.payload(alert), {"Idempotency-Key": alert.idempotency_key})
+
+    async def close(self) -> None:
+        await self.poster.close()

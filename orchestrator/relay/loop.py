@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import re
 import socket
 import threading
@@ -36,11 +35,13 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from orchestrator.db import describe_error, query, session_conninfo
+from orchestrator import backoff, db
+from orchestrator.alerts import Alert
+from orchestrator.db import describe_error, session_conninfo
 from orchestrator.errors import GuardError
-from orchestrator.relay.base import Alert, DeliveryError, Sink, TransientError
+from orchestrator.relay.base import DeliveryError, Sink, TransientError
 
 log = logging.getLogger("consistency.relay")
 
@@ -55,6 +56,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Once asked to stop, outcomes of finished sends are still written for this
 # long while the database is unreachable; then the leases bring them back.
 _STOP_GRACE_SECONDS = 10.0
+# First wait before reconnecting; doubles up to RelayOptions.reconnect_max_delay.
+_RECONNECT_DELAY = 0.1
 
 
 @dataclass(frozen=True)
@@ -114,11 +117,6 @@ def _printable(text: str) -> str:
     """A server's answer goes to logs, last_error and alerts: no control
     characters (a forged log line, an ANSI escape for whoever reads it)."""
     return _CONTROL.sub(" ", text)
-
-
-def full_jitter(attempt: int, cap: float, base: float = 0.1) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^attempt)]."""
-    return random.uniform(0, min(cap, base * 2 ** min(attempt, 30)))
 
 
 @dataclass
@@ -202,6 +200,9 @@ class Relay:
         # grace so the outcomes of finished sends still get recorded.
         return self.stopping and state.seconds_since_start > _STOP_GRACE_SECONDS
 
+    def _reconnect_delay(self, attempt: int) -> float:
+        return backoff.delay(attempt, _RECONNECT_DELAY, self.options.reconnect_max_delay)
+
     def _before_sleep(self, state: RetryCallState) -> None:
         self.stats.reconnects += 1
         exc = state.outcome.exception() if state.outcome else None
@@ -219,8 +220,7 @@ class Relay:
         work = self._conns.setdefault(via, _WorkConnection())
         async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(psycopg.OperationalError),
-                wait=wait_random_exponential(multiplier=0.1,
-                                             max=self.options.reconnect_max_delay),
+                wait=lambda state: self._reconnect_delay(state.attempt_number),
                 stop=self._give_up, before_sleep=self._before_sleep, reraise=True):
             with attempt:
                 async with work.lock:
@@ -228,8 +228,7 @@ class Relay:
                         work.conn = await psycopg.AsyncConnection.connect(self.dsn,
                                                                           **_CONNECT_KWARGS)
                     try:
-                        cur = await work.conn.execute(query(name), params)
-                        return await cur.fetchall() if cur.description else []
+                        return await db.all_async(work.conn, name, **(params or {}))
                     except psycopg.OperationalError:
                         await work.conn.close()
                         work.conn = None
@@ -248,8 +247,7 @@ class Relay:
         already get their delivery rows); run() registers them too."""
         with psycopg.connect(self.dsn, **_CONNECT_KWARGS) as conn:
             for sink in self.sinks:
-                (sink_id,), = conn.execute(query("relay_register_sink"),
-                                           self._register_params(sink)).fetchall()
+                (sink_id,), = db.all(conn, "relay_register_sink", **self._register_params(sink))
                 self._lanes[sink_id] = _Lane(sink_id, sink)
         return {lane.sink_id: lane.sink for lane in self._lanes.values()}
 
@@ -272,7 +270,7 @@ class Relay:
                 self.listening.clear()
                 failures += 1
                 self.stats.reconnects += 1
-                delay = full_jitter(failures, self.options.reconnect_max_delay)
+                delay = self._reconnect_delay(failures)
                 log.warning("listen connection lost (%s); reconnecting in %.2f s",
                             describe_error(exc), delay)
                 with contextlib.suppress(TimeoutError):
@@ -284,7 +282,7 @@ class Relay:
         assert self._stop is not None and self._wake is not None
         conn = await psycopg.AsyncConnection.connect(self.dsn, **_CONNECT_KWARGS)
         async with conn:
-            await conn.execute(query("relay_listen"))
+            await db.all_async(conn, "relay_listen")
             self.listening.set()
             # Whatever was committed while we were not listening is found by
             # the claim this wake-up triggers.
@@ -296,7 +294,7 @@ class Relay:
                 if time.monotonic() - last_probe >= self.options.probe_seconds:
                     # Liveness probe: a silent channel and a dead server look
                     # the same until we ask.
-                    await conn.execute(query("relay_probe"))
+                    await db.all_async(conn, "relay_probe")
                     last_probe = time.monotonic()
 
     # -- keeping claims and sinks alive -------------------------------------------

@@ -4,7 +4,7 @@ id is in the message so a person can tell a repeat from a new alert."""
 
 from __future__ import annotations
 
-from orchestrator.relay.base import Alert
+from orchestrator.alerts import Alert
 from orchestrator.relay.webhook import WebhookSink
 
 _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:",

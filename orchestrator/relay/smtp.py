@@ -18,8 +18,9 @@ from urllib.parse import unquote
 
 import aiosmtplib
 
+from orchestrator.alerts import Alert
 from orchestrator.errors import GuardError
-from orchestrator.relay.base import Alert, PermanentError, Sink, SinkURL, TransientError
+from orchestrator.relay.base import PermanentError, Sink, SinkURL, TransientError
 
 
 class EmailSink(Sink):

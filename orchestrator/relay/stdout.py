@@ -6,7 +6,8 @@ import json
 import sys
 import threading
 
-from orchestrator.relay.base import Alert, Sink, TransientError, run_blocking
+from orchestrator.alerts import Alert
+from orchestrator.relay.base import Sink, TransientError, run_blocking
 
 _lock = threading.Lock()
 

@@ -1,5 +1,9 @@
 """Test harness: one throwaway cluster per run, one migrated template
-database, a fresh clone of it for every test (pytest-postgresql noproc)."""
+database, a fresh clone of it for every test (pytest-postgresql noproc).
+
+tests/py/unit/ holds the tests that need no database; tests/py/integration/
+the others. The cluster starts only when an integration test is to run, and
+a unit test that asks for a database fixture is refused at collection."""
 
 from __future__ import annotations
 
@@ -16,13 +20,28 @@ from pytest_postgresql import factories
 from orchestrator import migrate
 from orchestrator.pgcluster import Cluster
 
-ROOT = Path(__file__).resolve().parents[2]
+# tests/py: the harness and the files tests read (catalog snapshot, lint, peers).
+HARNESS = Path(__file__).resolve().parent
+ROOT = HARNESS.parents[1]
 CLUSTER = Cluster()
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    CLUSTER.init()
-    CLUSTER.start()
+UNIT = Path(__file__).resolve().parent / "unit"
+# Fixtures that reach the session's cluster.
+DATABASE_FIXTURES = frozenset({"postgresql", "postgresql_noproc", "cluster", "conn", "dsn",
+                               "connect", "empty_db", "empty_db_factory", "sandbox"})
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    unit = [item for item in session.items if UNIT in item.path.parents]
+    for item in unit:
+        used = DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if used:
+            raise pytest.UsageError(f"{item.nodeid} is a unit test but uses "
+                                    f"{', '.join(sorted(used))}: move it to tests/py/integration")
+    if len(unit) < len(session.items) and not session.config.option.collectonly:
+        CLUSTER.init()
+        CLUSTER.start()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -185,3 +204,19 @@ def sandbox(cluster: Cluster) -> Iterator[Sandbox]:
                 pass  # already dropped, with whatever our roles had in it
         with psycopg.connect(box.admin_dsn, autocommit=True) as admin:
             admin.execute(f"DROP ROLE {listed}")
+
+
+# --- a cluster of a test's own ---------------------------------------------------
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A migrated cluster of the test's own, which it may stop and start (the
+    session's cluster is shared by the whole run: never stop it)."""
+    own = Cluster()
+    own.init()
+    own.start()
+    try:
+        migrate.migrate(own.dsn(), env={})
+        yield own
+    finally:
+        own.destroy()

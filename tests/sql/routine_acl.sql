@@ -34,6 +34,7 @@ SELECT set_eq(
     ('consistency.now()', 'consistency_app'),
     ('consistency.now()', 'consistency_reviewer'),
     ('consistency.now()', 'consistency_monitor'),
+    ('consistency.daily_report(date)', 'consistency_monitor'),
     ('consistency.metrics()', 'consistency_monitor'),
     ('consistency.status(integer)', 'consistency_monitor'),
     ('consistency.relay_status()', 'consistency_monitor'),

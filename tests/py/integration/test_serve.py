@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator import migrate, server
+from orchestrator import server
 from orchestrator.pgcluster import Cluster, free_port
 
 
@@ -320,19 +320,6 @@ def test_status_rejects_bad_hours(dsn, serve) -> None:
 
 
 # --- /healthz across a database restart ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def own_cluster() -> Iterator[Cluster]:
-    """A cluster of this module's own: the tests stop and start it."""
-    own = Cluster()
-    own.init()
-    own.start()
-    migrate.migrate(own.dsn(), env={})
-    try:
-        yield own
-    finally:
-        own.destroy()
-
 
 def test_healthz_follows_the_database_without_a_restart(own_cluster, serve) -> None:
     base = serve(own_cluster.dsn())

@@ -1,4 +1,5 @@
--- Named queries of the foundation (migrate, config). Loaded by orchestrator.db.queries().
+-- Named queries of migrate (orchestrator/migrate.py): what is installed and
+-- who owns it, the bookkeeping of definitions, the DDL it runs itself.
 
 -- name: migrate_lock --
 -- Session-level, so it spans yoyo's bookkeeping transactions too; a second
@@ -119,15 +120,6 @@ ON CONFLICT (path) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = EXCLUDED
 DELETE FROM consistency.schema_definitions
  WHERE NOT (path = ANY (%(paths)s))
 
--- name: settings_list --
-SELECT key, value, kind, min_value, max_value, env_var, description, updated_at
-  FROM consistency.settings
- ORDER BY key
-
--- name: set_setting --
-SELECT consistency.set_setting(%(key)s, %(value)s::jsonb, %(actor)s)
-
-
 -- name: definitions_fingerprint --
 -- What the repeatable definitions leave in the catalog: every function of
 -- schema consistency (body, settings, rights) and every trigger calling one.
@@ -155,4 +147,5 @@ SELECT md5(coalesce(string_agg(d, E'\n' ORDER BY d), ''))
            AND NOT a.attisdropped) s
 
 -- name: migrations_table_exists --
+-- Whether migrate ever ran here (also the CLI's test that the guard is installed).
 SELECT pg_catalog.to_regclass('consistency._yoyo_migration') IS NOT NULL

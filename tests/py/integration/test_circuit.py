@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from orchestrator import breaker as breaker_mod
-from orchestrator import migrate
 from orchestrator.bench import circuit_client
 from orchestrator.breaker import (
     CallTimeoutError,
@@ -25,7 +24,6 @@ from orchestrator.breaker import (
     book_or_queue,
     book_or_queue_async,
 )
-from orchestrator.pgcluster import Cluster
 
 KEY = "appointment_booking:service:1"
 
@@ -423,14 +421,10 @@ def test_pool_is_shared_no_connect_per_call(dsn, conn) -> None:
 # --- fallback when the database goes away ------------------------------------------
 
 @pytest.mark.stress
-def test_fallback_to_in_process_breaker_then_resync(monkeypatch, caplog) -> None:
+def test_fallback_to_in_process_breaker_then_resync(own_cluster, monkeypatch, caplog) -> None:
     monkeypatch.setattr(breaker_mod, "RETRY_INTERVAL", 0.2)
-    own = Cluster()  # the session's cluster is shared by the whole run: never stop it
-    own.init()
-    own.start()
+    own, dsn = own_cluster, own_cluster.dsn()
     try:
-        dsn = own.dsn()
-        migrate.migrate(dsn, env={})
         with psycopg.connect(dsn) as c:
             set_setting(c, "circuit_breaker.failure_threshold", 2)
         breaker = CircuitBreaker(KEY, dsn=dsn)
@@ -474,19 +468,6 @@ def test_fallback_to_in_process_breaker_then_resync(monkeypatch, caplog) -> None
             time.sleep(0.05)
     finally:
         breaker_mod.close_pools()
-        own.destroy()
-
-
-def test_unreachable_from_the_start_degrades(monkeypatch) -> None:
-    from orchestrator.pgcluster import free_port
-    dead = f"host=127.0.0.1 port={free_port()} user=postgres dbname=postgres"
-    breaker = CircuitBreaker(KEY, dsn=dead)
-    assert breaker.call(lambda: 5) == 5
-    assert breaker.degraded and breaker.state() == "closed"
-    for _ in range(3):
-        with pytest.raises(Boom):
-            breaker.call(lambda: (_ for _ in ()).throw(Boom()))
-    assert breaker.state() == "open"
 
 
 # --- booking helper -------------------------------------------------------------

@@ -7,11 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from tap.parser import Parser
 
 from orchestrator.pgcluster import bindir
 
-SQL_TESTS = sorted((Path(__file__).resolve().parents[1] / "sql").glob("*.sql"))
+SQL_TESTS = sorted((ROOT / "tests" / "sql").glob("*.sql"))
+assert SQL_TESTS, "no pgTAP file found"
 
 
 @pytest.mark.parametrize("path", SQL_TESTS, ids=[p.stem for p in SQL_TESTS])

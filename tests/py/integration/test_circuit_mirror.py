@@ -14,10 +14,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import HARNESS
 
 from orchestrator import breaker as breaker_mod
 from orchestrator import circuit_mirror
@@ -25,7 +25,7 @@ from orchestrator.breaker import CallTimeoutError, CircuitBreaker, CircuitOpenEr
 from orchestrator.deadline_pool import DeadlinePool
 
 KEY = "appointment_booking:service:7"
-PEER = Path(__file__).with_name("circuit_peer.py")
+PEER = HARNESS / "circuit_peer.py"
 
 
 @pytest.fixture(autouse=True)

@@ -56,3 +56,23 @@ SELECT c.id, c.company_id, c.customer_id, 1 + c.id %% 20,
    AND c.external_call_id LIKE 'bench-call-%%'
  ORDER BY x.n, c.id
  LIMIT %(appointments)s
+
+-- name: bench_create_database --
+CREATE DATABASE {name}
+
+-- name: bench_drop_database --
+DROP DATABASE IF EXISTS {name} WITH (FORCE)
+
+-- name: bench_server_version --
+SHOW server_version
+
+-- name: bench_bypass_triggers --
+-- Loading the dataset consistent already: the guard's triggers stay out of it
+-- (a superuser's right), for the rest of the transaction.
+SET LOCAL session_replication_role = replica
+
+-- name: bench_analyze --
+ANALYZE public.calls, public.appointments
+
+-- name: bench_vacuum_analyze --
+VACUUM ANALYZE public.calls, public.appointments

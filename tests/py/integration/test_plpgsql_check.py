@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from conftest import HARNESS
 
-LINT = (Path(__file__).parent / "lint_plpgsql.sql").read_text()
+LINT = (HARNESS / "lint_plpgsql.sql").read_text()
 
 
 def lint(conn) -> list[tuple[str, str, str]]:

@@ -13,9 +13,6 @@ import time
 import psycopg
 import pytest
 
-from orchestrator import migrate
-from orchestrator.pgcluster import Cluster
-
 DRIFT = """
 SET session_replication_role = replica;
 INSERT INTO calls (external_call_id, direction, session_outcome, appointment_made,
@@ -118,42 +115,35 @@ def test_schedule_install_without_pg_cron_is_a_clear_error(dsn, run_cli) -> None
 
 
 @pytest.mark.stress
-def test_every_loop_survives_a_server_restart_and_stops_on_sigterm() -> None:
-    own = Cluster()
-    own.init()
+def test_every_loop_survives_a_server_restart_and_stops_on_sigterm(own_cluster) -> None:
+    own, dsn = own_cluster, own_cluster.dsn()
+
+    def runs() -> int:
+        with psycopg.connect(dsn) as c:
+            return c.execute("SELECT count(*) FROM consistency.check_runs").fetchone()[0]
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "check", "--every", "1s", "--dsn", dsn,
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "DATABASE_URL": ""})
+    deadline = time.monotonic() + 30
+    while runs() < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runs() >= 2
+    own.stop()
+    time.sleep(1.0)
     own.start()
-    try:
-        dsn = own.dsn()
-        migrate.migrate(dsn, env={})
-
-        def runs() -> int:
-            with psycopg.connect(dsn) as c:
-                return c.execute("SELECT count(*) FROM consistency.check_runs").fetchone()[0]
-
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "check", "--every", "1s", "--dsn", dsn,
-             "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "DATABASE_URL": ""})
-        deadline = time.monotonic() + 30
-        while runs() < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert runs() >= 2
-        own.stop()
-        time.sleep(1.0)
-        own.start()
-        before = runs()
-        deadline = time.monotonic() + 30
-        while runs() < before + 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert runs() >= before + 2, "the loop did not come back after the restart"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-        assert "stopped after" in err and "database unavailable" in err
-        assert "Traceback" not in err
-    finally:
-        own.destroy()
+    before = runs()
+    deadline = time.monotonic() + 30
+    while runs() < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert runs() >= before + 2, "the loop did not come back after the restart"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped after" in err and "database unavailable" in err
+    assert "Traceback" not in err
 
 
 def test_retention_keeps_alerts_a_sink_still_waits_for(conn, dsn, run_cli) -> None:

@@ -4,11 +4,9 @@ JSON carries ISO 8601 timestamps."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
-from rich.console import Console
 
 HOSTILE = "[/][bold red]boom\x1b[2J\x1b]0;owned\x07\x9b31m\u202eevil\r"
 
@@ -93,16 +91,3 @@ def test_json_timestamps_are_iso_8601(conn, dsn, run_cli, call_id) -> None:
     [item] = json.loads(run_cli("review", "list", "--dsn", dsn, "--json").out)
     created = conn.execute("SELECT created_at FROM consistency.manual_review_queue").fetchone()[0]
     assert item["created_at"] == created.isoformat() and "T" in item["created_at"]
-
-
-def test_on_a_terminal_a_table_shows_data_as_text(monkeypatch) -> None:
-    from orchestrator import output
-
-    screen = io.StringIO()
-    monkeypatch.setattr(output, "out", Console(file=screen, width=120, color_system=None,
-                                               emoji=False, highlight=False))
-    monkeypatch.setattr(output, "stdout_is_terminal", lambda: True)
-    output.table(("key", "state"), [(HOSTILE, output.Styled(":warning: open", "red"))],
-                 title=HOSTILE)
-    shown = screen.getvalue()
-    assert "[/][bold red]boom" in shown and ":warning: open" in shown and no_control(shown)

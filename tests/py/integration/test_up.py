@@ -18,8 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from orchestrator import migrate
-from orchestrator.pgcluster import Cluster, free_port
+from orchestrator.pgcluster import free_port
 
 TOKEN = "up-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -46,14 +45,10 @@ def raise_alert(dsn: str, entity: int) -> int:
 
 
 @pytest.mark.stress
-def test_up_runs_every_part_and_stops_on_sigterm() -> None:
-    own = Cluster()
-    own.init()
-    own.start()
+def test_up_runs_every_part_and_stops_on_sigterm(own_cluster) -> None:
+    own, dsn = own_cluster, own_cluster.dsn()
     proc = None
     try:
-        dsn = own.dsn()
-        migrate.migrate(dsn, env={})
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         proc = subprocess.Popen(
@@ -108,7 +103,6 @@ def test_up_runs_every_part_and_stops_on_sigterm() -> None:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
-        own.destroy()
 
 
 def test_up_refuses_a_bad_sink_before_starting(dsn, run_cli) -> None:
@@ -116,29 +110,3 @@ def test_up_refuses_a_bad_sink_before_starting(dsn, run_cli) -> None:
     assert result.code == 2 and "Traceback" not in result.err
     bad_every = run_cli("up", "--dsn", dsn, "--every", "soon", "--port", str(free_port()))
     assert bad_every.code == 2 and "invalid interval" in bad_every.err
-
-
-def test_a_part_that_crashes_is_restarted_and_reported() -> None:
-    from orchestrator import server, up
-
-    health = server.Health()
-    halt = threading.Event()
-    calls: list[float] = []
-    release = threading.Event()
-
-    def run() -> None:
-        calls.append(time.monotonic())
-        if len(calls) == 1:
-            raise RuntimeError("lost the database")
-        release.wait(10)
-
-    part = up.Part("worker", run, release.set, health, halt, max_backoff=0.2)
-    part.start()
-    wait_for(lambda: len(calls) == 2, timeout=10, what="the restart")
-    state = health.snapshot()["worker"]
-    assert state["state"] == "running" and state["restarts"] == 1
-    assert "RuntimeError: lost the database" in state["last_error"]
-    halt.set()
-    part.stop(timeout=5)
-    assert not part.thread.is_alive()
-    assert health.snapshot()["worker"]["state"] == "stopped"
