@@ -211,7 +211,9 @@ def test_the_every_loop_survives_any_database_error(dsn, caplog) -> None:
     from orchestrator import monitor
 
     with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute("ALTER FUNCTION consistency.run_check(interval) RENAME TO run_check_away")
+        # A step of the batched run the loop makes (monitor.run_check).
+        admin.execute("ALTER FUNCTION consistency._check_detect(text, timestamptz, timestamptz) "
+                      "RENAME TO check_detect_away")
     stop, reports = threading.Event(), []
 
     def on_result(report) -> None:
@@ -225,10 +227,11 @@ def test_the_every_loop_survives_any_database_error(dsn, caplog) -> None:
     deadline = time.monotonic() + 10
     while caplog.text.count("check failed") < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert caplog.text.count("check failed") >= 2 and "run_check" in caplog.text
+    assert caplog.text.count("check failed") >= 2 and "_check_detect" in caplog.text
     assert loop.is_alive(), "an error that is not a lost connection ended the loop"
     with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute("ALTER FUNCTION consistency.run_check_away(interval) RENAME TO run_check")
+        admin.execute("ALTER FUNCTION consistency.check_detect_away(text, timestamptz, timestamptz) "
+                      "RENAME TO _check_detect")
     loop.join(timeout=10)
     stop.set()
     assert reports and not loop.is_alive(), "the loop did not run again once the error was gone"
