@@ -137,8 +137,7 @@ BEGIN
     END IF;
     IF v_calls IS NOT NULL THEN
         PERFORM consistency._insert_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
-                                           v_metadata, true, consistency.now(),
-                                           consistency._throttle_window());
+                                           v_metadata, true, consistency.now(), true);
     END IF;
 {% if calls.links %}
     -- Appointments that became active or stopped being active.
@@ -195,8 +194,7 @@ BEGIN
 
     IF v_calls IS NOT NULL THEN
         PERFORM consistency._insert_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
-                                           v_metadata, true, consistency.now(),
-                                           consistency._throttle_window());
+                                           v_metadata, true, consistency.now(), true);
     END IF;
 {% if calls.links %}
     -- A link column with a foreign key was already cleared by its ON DELETE
@@ -616,8 +614,7 @@ BEGIN
     END IF;
     IF v_calls IS NOT NULL THEN
         PERFORM consistency._insert_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
-                                           v_metadata, true, consistency.now(),
-                                           consistency._throttle_window());
+                                           v_metadata, true, consistency.now(), true);
     END IF;
 END
 $$;

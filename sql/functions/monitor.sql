@@ -557,13 +557,11 @@ BEGIN
             SELECT consistency.resync_calls($1) $q$, p_ids);
         v_ids := ARRAY(SELECT id FROM unnest(p_ids) AS id WHERE id <> ALL (v_act.failed_ids));
         BEGIN
-            SELECT count(*) INTO v_alerted
-              FROM consistency._insert_alerts(
-                       'inconsistent_link_status', 'warning', 'call', v_ids,
-                       array_fill('appointment link status disagreed with the appointments; recomputed'::text,
-                                  ARRAY[cardinality(v_ids)]),
-                       array_fill('{}'::jsonb, ARRAY[cardinality(v_ids)]), true,
-                       consistency.now(), consistency._throttle_window());
+            v_alerted := cardinality(consistency._insert_alerts(
+                'inconsistent_link_status', 'warning', 'call', v_ids,
+                array_fill('appointment link status disagreed with the appointments; recomputed'::text,
+                           ARRAY[cardinality(v_ids)]),
+                array_fill('{}'::jsonb, ARRAY[cardinality(v_ids)]), true, consistency.now(), true));
         EXCEPTION WHEN OTHERS THEN
             v_act.errors := v_act.errors || consistency._check_failure(
                 p_rule, 'warning', 'call', NULL, SQLSTATE, SQLERRM);

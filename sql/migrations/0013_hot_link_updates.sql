@@ -31,3 +31,9 @@ BEGIN
     END LOOP;
 END
 $migration$;
+
+-- _insert_alerts, the single writer of alerts, returns its ids as an array
+-- and reads the throttle window itself (sql/functions/alerts.sql); its
+-- earlier form, a set-returning function taking the window, is replaced.
+DROP FUNCTION IF EXISTS consistency._insert_alerts(text, text, text, bigint[], text[], jsonb[],
+                                                   boolean, timestamptz, interval);
