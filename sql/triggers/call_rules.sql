@@ -77,9 +77,18 @@ CREATE TRIGGER calls_rules_update
 -- the statement being checked: 0 for an application's own UPDATE, which
 -- always reaches the function (it refuses direct writes of the counter
 -- unless resync_calls() runs in this transaction, and corrects G1/G2, G4,
--- G5 like the rule trigger above). At depth >= 1 (the sync's UPDATE, but
--- also an application's own trigger writing calls) G1/G2 are checked on the
--- row: the sync writes consistent rows by construction and never enters.
+-- G5 like the rule trigger above). At depth >= 1 the statement is the
+-- sync's UPDATE, run as the guard's owner (SECURITY DEFINER), or an
+-- application's own trigger writing calls: only the owner is let through on
+-- a row whose flags agree with the counter (the sync writes consistent rows
+-- by construction and never enters); any other role reaches the function,
+-- which refuses its write of the counter. A role granted UPDATE on the whole
+-- table after the install (migrate grants it column by column, the counter
+-- left out) would otherwise write the counter with matching flags from a
+-- trigger of its own. "The owner" is whoever holds UPDATE on calls WITH
+-- GRANT OPTION: the owner, its members and superusers, and a role the owner
+-- deliberately gave that option; a check by privilege, not by name, so it
+-- survives a renamed role and a restore, and costs ~0.2 µs per row.
 -- Kept this small on purpose: the clause is prepared once per statement,
 -- and the rules in full (IN lists) cost a single-row sync about a third more.
 DROP TRIGGER IF EXISTS calls_link_guard ON public.calls;
@@ -89,5 +98,6 @@ CREATE TRIGGER calls_link_guard
     FOR EACH ROW
     WHEN (pg_trigger_depth() = 0
           OR NEW.appointment_made <> (NEW.active_appointment_count{{ refs('NEW') }} > 0)
-          OR NEW.appointment_made <> (NEW.appointment_link_status = {{ link.linked }}))
+          OR NEW.appointment_made <> (NEW.appointment_link_status = {{ link.linked }})
+          OR NOT pg_catalog.has_table_privilege('public.calls'::regclass, 'UPDATE WITH GRANT OPTION'))
     EXECUTE FUNCTION consistency._call_rules();
