@@ -30,12 +30,23 @@ CREATE TRIGGER calls_rules_insert
     EXECUTE FUNCTION consistency._call_rules();
 
 -- The insert rules' alerts, raised only for rows really inserted (see
--- consistency._call_rule_alert); the flag is set only by a pending alert.
+-- consistency._call_rule_alert). The session flag, set by a pending alert,
+-- is the fast path; but any session may clear it (a RETURNING set_config()
+-- runs after the BEFORE triggers), so the trigger also fires while this
+-- backend's statistics count more rows inserted into the pending table than
+-- deleted from it. Those counters are the backend's own (no read of the
+-- table, no lock), executable by every role as a WHEN clause needs, and
+-- only the trigger function deletes pending rows, so a row left behind
+-- always shows. A count left over from a failed statement (its rows rolled
+-- back) only makes the trigger find nothing, until the backend's statistics
+-- are flushed, at the latest a second later.
 DROP TRIGGER IF EXISTS calls_rules_inserted ON public.calls;
 CREATE TRIGGER calls_rules_inserted
     AFTER INSERT ON public.calls
     FOR EACH STATEMENT
-    WHEN (current_setting('consistency.call_alerts_pending', true) = 'on')
+    WHEN (current_setting('consistency.call_alerts_pending', true) = 'on'
+          OR pg_catalog.pg_stat_get_xact_tuples_inserted('consistency._call_alerts_pending'::regclass)
+             > pg_catalog.pg_stat_get_xact_tuples_deleted('consistency._call_alerts_pending'::regclass))
     EXECUTE FUNCTION consistency._call_rules_inserted();
 
 -- Columns the appointment sync never writes: its UPDATE skips this trigger
