@@ -422,6 +422,13 @@ $$;
 -- Puts dead deliveries back to pending (attempts from 0, give-up age from
 -- now), optionally only those of one sink, dead within p_since, or of one
 -- alert type. Audited whether or not anything matched: it is an operator's act.
+-- A dead delivery no longer holds its alert back from archive_alerts, which
+-- deletes the alert with its deliveries: so the alerts are locked first (FOR
+-- KEY SHARE, the lock that keeps a row from being deleted). An archive batch
+-- skips a locked alert (SKIP LOCKED), and re-checks the ones it locked with a
+-- fresh snapshot; one that holds an alert already makes this wait, and then
+-- its deliveries are gone and not counted. Only deliveries of locked alerts
+-- are re-driven.
 CREATE OR REPLACE FUNCTION consistency.relay_redrive(
     p_sink_id    bigint DEFAULT NULL,
     p_since      interval DEFAULT NULL,
@@ -432,9 +439,10 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now   timestamptz := consistency.now();
-    v_count integer;
-    v_ids   bigint[];
+    v_now    timestamptz := consistency.now();
+    v_count  integer;
+    v_ids    bigint[];
+    v_alerts bigint[];
 BEGIN
     PERFORM consistency._require_text(p_actor, 'actor');
     IF p_sink_id IS NOT NULL
@@ -445,16 +453,25 @@ BEGIN
     IF p_since IS NOT NULL AND p_since <= interval '0' THEN
         RAISE EXCEPTION 'since must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SELECT array_agg(locked.id) INTO v_alerts
+      FROM (SELECT a.id
+              FROM consistency.alerts AS a
+             WHERE a.id IN (SELECT d.alert_id
+                              FROM consistency.relay_deliveries AS d
+                             WHERE d.status = 'dead'
+                               AND (p_sink_id IS NULL OR d.sink_id = p_sink_id)
+                               AND (p_since IS NULL OR d.dead_at >= v_now - p_since))
+               AND (p_alert_type IS NULL OR a.alert_type = p_alert_type)
+             ORDER BY a.id
+               FOR KEY SHARE OF a) AS locked;
     WITH moved AS (
         UPDATE consistency.relay_deliveries AS d
            SET status = 'pending', attempts = 0, next_attempt_at = v_now, redriven_at = v_now,
                dead_at = NULL
          WHERE d.status = 'dead'
+           AND d.alert_id = ANY (v_alerts)
            AND (p_sink_id IS NULL OR d.sink_id = p_sink_id)
            AND (p_since IS NULL OR d.dead_at >= v_now - p_since)
-           AND (p_alert_type IS NULL
-                OR EXISTS (SELECT 1 FROM consistency.alerts AS a
-                            WHERE a.id = d.alert_id AND a.alert_type = p_alert_type))
         RETURNING d.id
     )
     SELECT count(*), array_agg(id ORDER BY id) INTO v_count, v_ids FROM moved;

@@ -594,6 +594,67 @@ def test_outage_of_40_s_loses_nothing_and_give_up_then_redrive(dsn, http, run_cl
                             " WHERE action = 'relay_redrive'").fetchall() == [("ops", "10")]
 
 
+def test_redrive_racing_retention_keeps_the_redriven_deliveries(dsn) -> None:
+    """`relay redrive` not yet committed while archive_alerts runs: the
+    re-driven alerts stay (skipped by the batch), and so do their deliveries,
+    pending again once the re-drive commits."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT consistency.relay_register_sink(%s, 'webhook+https://x/***',"
+                     " 'webhook+https')", ["c" * 64])
+        ids = raise_alerts(dsn, 3)
+        conn.execute("UPDATE consistency.relay_deliveries SET status = 'dead', dead_at = now()")
+    archived: list[int] = []
+    with psycopg.connect(dsn) as redrive, psycopg.connect(dsn, autocommit=True) as archive:
+        assert redrive.execute("SELECT consistency.relay_redrive(NULL, NULL, NULL, 'ops')"
+                               ).fetchone()[0] == 3
+        batch = threading.Thread(target=lambda: archived.append(archive.execute(
+            "SELECT consistency.archive_alerts('0 seconds')").fetchone()[0]))
+        batch.start()
+        batch.join(1.0)
+        redrive.commit()
+        batch.join(10)
+    assert archived == [0], "the batch skipped the alerts being re-driven"
+    assert [(alert_id, status) for alert_id, _, status, *_ in deliveries(dsn)] == [
+        (i, "pending") for i in ids]
+
+
+def test_a_redrive_committed_during_a_retention_batch_is_seen_before_the_delete(dsn) -> None:
+    """The narrower window: the re-drive commits after an archive batch took
+    its snapshot but before it locked the alerts (widened here by a pause in
+    the batch's first archivability check). The batch checks again under
+    its locks and leaves the alerts and their pending deliveries alone."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT consistency.relay_register_sink(%s, 'webhook+https://x/***',"
+                     " 'webhook+https')", ["d" * 64])
+        ids = raise_alerts(dsn, 2)
+        conn.execute("UPDATE consistency.relay_deliveries SET status = 'dead', dead_at = now()")
+        # STABLE: the pause keeps the batch's snapshot, as the SQL original does.
+        conn.execute("""
+            CREATE OR REPLACE FUNCTION consistency._archivable(p_alert_id bigint)
+            RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+            BEGIN
+                IF current_setting('test.pause_once', true) = 'on' THEN
+                    PERFORM set_config('test.pause_once', 'off', false);
+                    PERFORM pg_sleep(1.5);
+                END IF;
+                RETURN NOT consistency._alert_has_pending_delivery(p_alert_id);
+            END $$""")
+    archived: list[int] = []
+    with psycopg.connect(dsn, autocommit=True) as archive:
+        archive.execute("SET test.pause_once = 'on'")
+        batch = threading.Thread(target=lambda: archived.append(archive.execute(
+            "SELECT consistency.archive_alerts('0 seconds')").fetchone()[0]))
+        batch.start()
+        time.sleep(0.3)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT consistency.relay_redrive(NULL, NULL, NULL, 'ops')"
+                                ).fetchone()[0] == 2
+        batch.join(10)
+    assert archived == [0]
+    assert [(alert_id, status) for alert_id, _, status, *_ in deliveries(dsn)] == [
+        (i, "pending") for i in ids]
+
+
 def test_once_attempts_each_due_delivery_once_and_exits_1_then_0(dsn, http, run_cli) -> None:
     url = http.url("webhook+http", "/flaky")
     http.recorder.always["/flaky"] = 503
