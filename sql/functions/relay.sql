@@ -168,18 +168,26 @@ BEGIN
     IF v_alert.alert_type IS DISTINCT FROM 'relay_delivery_failed' THEN
         SELECT count(*) INTO v_dead FROM consistency.relay_deliveries
          WHERE sink_id = p_row.sink_id AND status = 'dead';
-        PERFORM consistency.raise_alert(
-            'relay_delivery_failed',
-            CASE WHEN v_alert.severity = 'critical' THEN 'critical' ELSE 'warning' END,
-            'system', p_row.sink_id,
-            format('alert %s (%s) could not be delivered to %s after %s attempt(s): %s; '
-                   '%s dead deliveries on this sink (consistency relay status, relay redrive)',
-                   p_row.alert_id, v_alert.alert_type, v_sink.name, p_row.attempts, p_error,
-                   v_dead),
-            jsonb_build_object('alert_id', p_row.alert_id, 'sink_id', p_row.sink_id,
-                               'delivery_id', p_row.id, 'sink', v_sink.name, 'status', 'dead',
-                               'attempts', p_row.attempts, 'error', p_error,
-                               'dead_deliveries', v_dead));
+        -- The row is dead whether or not the notice can be raised (a setting
+        -- written around set_setting, say): an error here would otherwise
+        -- undo the burial and stop the relay recording it, again and again.
+        BEGIN
+            PERFORM consistency.raise_alert(
+                'relay_delivery_failed',
+                CASE WHEN v_alert.severity = 'critical' THEN 'critical' ELSE 'warning' END,
+                'system', p_row.sink_id,
+                format('alert %s (%s) could not be delivered to %s after %s attempt(s): %s; '
+                       '%s dead deliveries on this sink (consistency relay status, relay redrive)',
+                       p_row.alert_id, v_alert.alert_type, v_sink.name, p_row.attempts, p_error,
+                       v_dead),
+                jsonb_build_object('alert_id', p_row.alert_id, 'sink_id', p_row.sink_id,
+                                   'delivery_id', p_row.id, 'sink', v_sink.name, 'status', 'dead',
+                                   'attempts', p_row.attempts, 'error', p_error,
+                                   'dead_deliveries', v_dead));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'delivery % is dead, but relay_delivery_failed could not be raised: %',
+                          p_row.id, SQLERRM;
+        END;
     END IF;
 END
 $$;
@@ -409,6 +417,10 @@ BEGIN
                      * power(2, least(greatest(v_row.attempts - 1, 0), 60)))
                * (1 + random() * 0.1);
     v_delay := greatest(v_delay, coalesce(p_retry_after_seconds, 0));
+    -- Whatever a server's Retry-After said (1e300, Infinity, NaN: greatest()
+    -- ranks NaN above every number, least() below), the wait ends at the
+    -- give-up age, before make_interval() could overflow.
+    v_delay := least(v_delay, extract(epoch FROM v_give_up - v_now)::double precision);
     UPDATE consistency.relay_deliveries
        SET status = 'pending', last_error = v_error, lease_owner = NULL, lease_expires_at = NULL,
            next_attempt_at = least(v_now + make_interval(secs => v_delay), v_give_up)

@@ -195,6 +195,80 @@ def test_too_many_requests_honours_retry_after(dsn, http) -> None:
     assert 25 < float(wait) <= 30
 
 
+@pytest.mark.parametrize("value", ["1e300", "inf", "nan", "-5", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_beyond_reason_waits_at_most_until_the_give_up_age(dsn, http,
+                                                                        value) -> None:
+    http.recorder.script["/limited"] = [(429, {"Retry-After": value}, b"slow down")]
+    relay = make_relay(dsn, [http.url("webhook+http", "/limited")],
+                       RelayOptions(**{**FAST.__dict__, "give_up_after": 3600.0}))
+    raise_alerts(dsn, 1)
+    assert relay.run(once=True).retried == 1
+    with psycopg.connect(dsn) as conn:
+        status, wait = conn.execute(
+            "SELECT status, extract(epoch FROM next_attempt_at - created_at)"
+            "  FROM consistency.relay_deliveries").fetchone()
+    assert status == "pending"
+    assert 0 <= float(wait) <= 3600, "never later than the give-up age"
+
+
+def test_an_infinite_retry_after_stops_neither_of_two_relays(dsn, http) -> None:
+    """A webhook answering 429 with Retry-After: inf, served by two relays
+    (what `up` restarting a crashed relay amounts to): both keep running,
+    the healthy sink gets every alert once, the limited one is retried."""
+    http.recorder.always["/limited"] = 429
+    http.recorder.always_headers["/limited"] = {"Retry-After": "inf"}
+    urls = [http.url("webhook+http", "/limited"), http.url("webhook+http", "/ok")]
+    first, second = make_relay(dsn, urls), make_relay(dsn, urls)
+    with Background(first), Background(second):
+        ids = raise_alerts(dsn, 5)
+        assert http.recorder.wait_for(lambda: len(http.recorder.to("/limited")) >= 10)
+        assert http.recorder.wait_for(lambda: sorted(http.recorder.accepted("/ok")) == ids)
+        assert not first.stopping and not second.stopping
+    assert sorted(http.recorder.accepted("/ok")) == ids
+    assert first.stats.retried + second.stats.retried >= 10
+
+
+def test_an_outcome_the_database_refuses_to_record_never_stops_the_relay(dsn, http,
+                                                                        caplog) -> None:
+    """Recording a failure fails in the database: for /poison because of what
+    the server answered (recorded again without it), for /stuck whatever is
+    written (left to its lease, retried, buried at the attempt limit). The
+    relay goes on, and the healthy sink gets everything once."""
+    http.recorder.always.update({"/poison": 500, "/stuck": 500})
+    http.recorder.script["/poison"] = [(500, {}, b"poison")] * 50
+    urls = [http.url("webhook+http", p) for p in ("/poison", "/stuck", "/ok")]
+    relay = make_relay(dsn, urls, RelayOptions(**{**FAST.__dict__, "lease_seconds": 1.0,
+                                                  "max_attempts": 2}))
+    stuck = _sink_id(dsn, relay, 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE consistency.relay_deliveries ADD CONSTRAINT no_poison"
+                     " CHECK (last_error NOT LIKE '%%poison%%')")
+        conn.execute(f"ALTER TABLE consistency.relay_deliveries ADD CONSTRAINT stuck_never_fails"
+                     f" CHECK (sink_id <> {stuck} OR status <> 'pending' OR attempts = 0)")
+    caplog.set_level(logging.ERROR, logger="consistency.relay")
+
+    def statuses() -> list[str]:
+        return [status for a, name, status, *_ in deliveries(dsn) if a == alert_id]
+
+    with Background(relay):
+        [alert_id] = raise_alerts(dsn, 1)
+        assert wait_until(lambda: sorted(statuses()) == ["dead", "dead", "delivered"]), \
+            statuses()
+        assert not relay.stopping
+    rows = {name: (status, attempts, error) for a, name, status, attempts, error, _
+            in deliveries(dsn) if a == alert_id}
+    poison, stuck_row, ok = (rows[s.name] for s in relay.sinks)
+    assert poison[0] == "dead" and "poison" not in poison[2]
+    assert "could not be recorded" in poison[2]
+    assert stuck_row[:2] == ("dead", 2)
+    assert ok[:2] == ("delivered", 1)
+    assert http.recorder.accepted("/ok")[0] == alert_id
+    assert relay.stats.unrecorded >= 2
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "recording the failure failed (CheckViolation, SQLSTATE 23514)" in logged
+    assert "the failure is not recorded" in logged
+
+
 def test_client_error_is_dead_at_once_and_tells_the_other_sinks(dsn, http) -> None:
     http.recorder.always["/broken"] = 400
     relay = make_relay(dsn, [http.url("webhook+http", "/broken"), http.url("webhook+http", "/ok")])
