@@ -29,3 +29,26 @@ def test_sink_names_show_no_secret_and_tell_sinks_apart() -> None:
     assert one.name != two.name, "two sinks on one host are told apart"
     assert "secret" not in one.name + two.name
 
+
+def test_slack_shows_what_an_alert_says_as_text_never_as_markup() -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from orchestrator.alerts import Alert
+    from orchestrator.relay.base import SinkURL
+    from orchestrator.relay.slack import SlackSink
+
+    sink = SlackSink(SinkURL.parse("slack+https://hooks.example.com/services/T/B/X"))
+    hostile = "<!channel> key <@U123> & <https://evil.example|the dashboard>"
+    alert = Alert(7, "circuit_opened", "critical", "circuit", 3, hostile, {},
+                  datetime(2030, 1, 1, tzinfo=UTC), False)
+    payload = json.dumps(sink.payload(alert))
+    assert "<!channel>" not in payload and "<@U123>" not in payload and "<https://" not in payload
+    assert "&lt;!channel&gt; key &lt;@U123&gt; &amp; &lt;https://evil.example|the dashboard&gt;" \
+        in payload
+
+    flood = Alert(8, "x", "warning", "call", 1, "<" * 5000, {},
+                  datetime(2030, 1, 1, tzinfo=UTC), False)
+    section = sink.payload(flood)["blocks"][2]["text"]["text"]
+    assert len(section) <= 2900 and section == "&lt;" * (len(section) // 4), \
+        "cut within Slack's limit, never in the middle of an entity"
