@@ -278,6 +278,25 @@ class Relay:
             lanes[sink_id] = _Lane(sink_id, sink)
         self._lanes = lanes
 
+    async def _register_again(self, unseen_for: float) -> None:
+        """A sink this relay serves was forgotten (`relay forget-sink`)
+        meanwhile: register it again, handing it the alerts raised since its
+        last heartbeat, which the forgetting took away with its delivery
+        rows (those due before that, still pending then, are lost)."""
+        lanes = {}
+        for lane in self._lanes.values():
+            params = {**self._register_params(lane.sink),
+                      "backlog": timedelta(seconds=max(unseen_for,
+                                                       self.options.backlog_seconds or 0))}
+            (sink_id,), = await self._db("relay_register_sink", params)
+            if sink_id != lane.sink_id:
+                log.warning("sink %s (id %s) was forgotten while this relay serves it: "
+                            "registered again as id %s, with the alerts of the last %.0f s",
+                            lane.sink.name, lane.sink_id, sink_id, unseen_for)
+                lane.sink_id = sink_id
+            lanes[sink_id] = lane
+        self._lanes = lanes
+
     # -- listening ---------------------------------------------------------------
 
     async def _listen_forever(self) -> None:
@@ -338,7 +357,12 @@ class Relay:
                                 "(lease ran out; another relay may send them too)",
                                 len(ids) - kept, len(ids))
             if time.monotonic() - last_beat >= opts.heartbeat_seconds:
-                await self._db("relay_heartbeat", {"sink_ids": list(self._lanes)})
+                seen = (await self._db("relay_heartbeat", {"sink_ids": list(self._lanes)}))[0][0]
+                if seen < len(self._lanes):
+                    # One heartbeat interval of margin: alerts raised while
+                    # the last heartbeat ran are handed over too.
+                    await self._register_again(time.monotonic() - last_beat
+                                               + opts.heartbeat_seconds)
                 last_beat = time.monotonic()
 
     # -- delivering --------------------------------------------------------------

@@ -604,11 +604,46 @@ def test_relay_sinks_and_forget_sink_cli(dsn, run_cli) -> None:
     listed = run_cli("relay-sinks", "--dsn", dsn, "--json")
     assert listed.code == 0 and '"status": "pending"' in listed.out
     assert "pending" in run_cli("relay-sinks", "--dsn", dsn).out
-    assert run_cli("relay", "forget-sink", "--dsn", dsn, str(sink_id)).code == 0
+    served = run_cli("relay", "forget-sink", "--dsn", dsn, str(sink_id))
+    assert served.code == 2 and f"sink {sink_id} was served by a relay 0 s ago" in served.err
+    assert "--force" in served.err
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM consistency.relay_deliveries").fetchone()[0] == 1
+        conn.execute("UPDATE consistency.relay_sinks SET last_seen_at = now() - interval '61 s'")
+        conn.commit()
+    assert run_cli("relay", "forget-sink", "--dsn", dsn, str(sink_id)).code == 0, \
+        "a sink no relay served for a minute is forgotten"
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM consistency.relay_deliveries").fetchone()[0] == 0
     again = run_cli("relay-forget-sink", "--dsn", dsn, str(sink_id))
     assert again.code == 2 and "no relay sink" in again.err
+
+
+def test_a_sink_forgotten_while_served_is_registered_again_with_what_it_missed(
+        dsn, http, run_cli, caplog) -> None:
+    """`relay forget-sink --force` under a running relay: its next heartbeat
+    finds the sink gone, registers it again and hands it the alerts raised
+    since, which the forgetting took away with the delivery rows."""
+    caplog.set_level(logging.WARNING, logger="consistency.relay")
+    relay = make_relay(dsn, [http.url("webhook+http", "/hook")],
+                       RelayOptions(**{**FAST.__dict__, "heartbeat_seconds": 0.5}))
+    old_id = _sink_id(dsn, relay, 0)
+    with Background(relay):
+        first = raise_alerts(dsn, 1)
+        assert http.recorder.wait_for(lambda: http.recorder.accepted("/hook") == first)
+        forgot = run_cli("relay", "forget-sink", "--dsn", dsn, str(old_id), "--force")
+        assert forgot.code == 0, forgot
+        missed = raise_alerts(dsn, 2, first=10)
+        # At least once: what was raised shortly before the forgetting may
+        # come again, under its own idempotency key.
+        assert http.recorder.wait_for(
+            lambda: set(http.recorder.accepted("/hook")) == {*first, *missed}, 10)
+    assert sorted(i for i in http.recorder.accepted("/hook") if i in missed) == missed
+    new_id = _sink_id(dsn, relay, 0)
+    assert new_id != old_id
+    assert {(status, n) for _, _, status, n, *_ in deliveries(dsn)} == {("delivered", 1)}
+    assert any(f"(id {old_id}) was forgotten while this relay serves it: registered again as id "
+               f"{new_id}" in r.getMessage() for r in caplog.records)
 
 
 # --- outages, deadlines, hanging sinks, give-up and re-drive ---------------------
