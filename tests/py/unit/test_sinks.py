@@ -52,3 +52,41 @@ def test_slack_shows_what_an_alert_says_as_text_never_as_markup() -> None:
     section = sink.payload(flood)["blocks"][2]["text"]["text"]
     assert len(section) <= 2900 and section == "&lt;" * (len(section) // 4), \
         "cut within Slack's limit, never in the middle of an entity"
+
+
+def test_blocking_sends_hold_a_bounded_number_of_threads() -> None:
+    """Ten sends that block (a dripping server behind a blocking library),
+    each given up at its deadline: at most `limit` threads are ever alive;
+    once they are freed, sends run again."""
+    import asyncio
+    import threading
+
+    from orchestrator.relay.base import BlockingThreads
+
+    threads = BlockingThreads("test-sink", limit=4)
+    stuck = threading.Event()
+
+    def alive() -> int:
+        return sum(t.name == "relay-blocking-send" for t in threading.enumerate())
+
+    async def send_once() -> str:
+        try:
+            async with asyncio.timeout(0.3):
+                await threads.run(lambda: stuck.wait(10))
+        except TimeoutError:
+            return "deadline"
+        return "sent"
+
+    async def flood() -> list[str]:
+        return await asyncio.gather(*(send_once() for _ in range(10)))
+
+    before = alive()
+    assert asyncio.run(flood()) == ["deadline"] * 10
+    assert alive() - before == 4 and threads.alive == 4, "six sends never got a thread"
+    stuck.set()
+    for _ in range(100):
+        if threads.alive == 0:
+            break
+        threading.Event().wait(0.02)
+    assert threads.alive == 0
+    assert asyncio.run(threads.run(lambda: "sent")) == "sent"
