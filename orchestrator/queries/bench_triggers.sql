@@ -186,16 +186,15 @@ BEGIN
       FROM pg_attribute WHERE attrelid = 'public.appointments'::regclass AND attnum > 0
                           AND NOT attisdropped;
     PERFORM set_config('session_replication_role', 'replica', true);
-    -- The saved tables have no statistics: the UPDATE below is estimated at
-    -- thousands of rows and JIT-compiled, seconds per sample at 10M calls.
+    -- The saved tables have no statistics: the statements below would be
+    -- estimated at thousands of rows and JIT-compiled, seconds per sample.
     PERFORM set_config('jit', 'off', true);
     DELETE FROM public.appointments WHERE id > v_marks.appointments;
     DELETE FROM public.appointments a USING public.bench_saved_appointments s WHERE a.id = s.id;
     EXECUTE format('INSERT INTO public.appointments (%%s) SELECT %%s FROM public.bench_saved_appointments',
                    v_appointments, v_appointments);
-    EXECUTE format('UPDATE public.calls c SET (%%s) = (SELECT s.* FROM public.bench_saved_calls s
-                     WHERE s.id = c.id) WHERE c.id IN (SELECT id FROM public.bench_saved_calls)',
-                   v_calls);
+    EXECUTE format('UPDATE public.calls c SET (%%s) = ROW(s.*) FROM public.bench_saved_calls s
+                     WHERE s.id = c.id', v_calls);
     DELETE FROM consistency.relay_deliveries WHERE alert_id > v_marks.alerts;
     DELETE FROM consistency.alerts WHERE id > v_marks.alerts;
     DELETE FROM consistency.alert_throttle;
