@@ -7,6 +7,12 @@ Binaries come from the system (``pg_config --bindir``, else the newest
 root, so as root every server command runs as the ``postgres`` OS user through
 ``runuser``; otherwise as the current user. The cluster lives in one
 temporary directory (data, log, socket) that ``destroy()`` removes.
+
+It trusts whoever connects, so it listens on no TCP port at all: only on a
+Unix socket in that directory, which is mode 0700, so that only the server's
+OS user (and root) reach it. Any other local user, who could otherwise log
+in as the superuser and run programs (COPY ... TO PROGRAM), is refused by
+the file system.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ from pathlib import Path
 
 from orchestrator.errors import GuardError
 
-# What every cluster of ours listens on and logs.
+# What every cluster of ours listens on (its socket directory only) and logs.
 BASE_SETTINGS = {
-    "listen_addresses": "'127.0.0.1'",
+    "listen_addresses": "''",
+    "unix_socket_permissions": "0700",
     "max_connections": "200",
     "max_locks_per_transaction": "256",
     "log_min_messages": "warning",
@@ -113,7 +120,6 @@ def free_port() -> int:
 
 class Cluster:
     user = SERVER_USER
-    host = "127.0.0.1"
 
     def __init__(self, port: int | None = None, *, fast: bool = True,
                  binaries: Binaries | None = None,
@@ -123,7 +129,9 @@ class Cluster:
         self.bin = self.binaries.path
         self.fast = fast
         self.as_root = os.geteuid() == 0
+        # mkdtemp makes it 0700: the socket's only door.
         self.base = Path(tempfile.mkdtemp(prefix=prefix))
+        self.host = str(self.base)
         self.datadir = self.base / "data"
         self.logfile = self.base / "server.log"
         if self.as_root:
@@ -148,8 +156,8 @@ class Cluster:
 
     def init(self) -> None:
         try:
-            self._run("initdb", "-D", str(self.datadir), "-U", self.user, "--auth=trust",
-                      "--encoding=UTF8", "--locale=C", "--no-sync")
+            self._run("initdb", "-D", str(self.datadir), "-U", self.user, "--auth-local=trust",
+                      "--auth-host=reject", "--encoding=UTF8", "--locale=C", "--no-sync")
         except subprocess.CalledProcessError as exc:
             raise GuardError(f"initdb failed ({self.binaries.describe()}): "
                              f"{_last_line(exc.stderr)}") from exc
@@ -204,7 +212,8 @@ class Cluster:
     def server_commands(self, dbname: str = "postgres") -> list[str]:
         """How a person connects to, stops and removes this cluster."""
         runner = f"runuser -u {SERVER_USER} -- " if self.as_root else ""
-        return [f"psql '{self.dsn(dbname)}'",
+        psql = self.bin / "psql"
+        return [f"{psql if psql.exists() else 'psql'} '{self.dsn(dbname)}'",
                 f"{runner}{self.bin / 'pg_ctl'} -D {self.datadir} stop && rm -rf {self.base}"]
 
     def replica(self) -> Cluster:

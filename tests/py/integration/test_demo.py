@@ -138,6 +138,23 @@ def test_ctrl_c_mid_run_removes_the_cluster() -> None:
     assert not alive(postmaster)
 
 
+def test_a_kept_cluster_is_reached_by_what_the_demo_prints() -> None:
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "demo", "--minutes",
+                             "0.05", "--speed", "3000", "--keep"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    kept = re.search(r"kept: (.+) · (.+)$", result.stderr, re.MULTILINE)
+    assert kept, result.stderr
+    connect, remove = kept.groups()
+    base = Path(re.search(r"data in (\S+)", result.stderr).group(1))
+    try:
+        calls = subprocess.run(f"{connect} -XAtc 'SELECT count(*) > 0 FROM calls'", shell=True,
+                               capture_output=True, text=True, timeout=30)
+        assert calls.stdout.strip() == "t", calls
+    finally:
+        subprocess.run(remove, shell=True, capture_output=True, timeout=60)
+    assert not base.exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--minutes", "0"], "--minutes"),
     (["--speed", "-1"], "--speed"),
