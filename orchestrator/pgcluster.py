@@ -26,7 +26,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -249,6 +251,25 @@ class Cluster:
             return "\n".join(self.logfile.read_text().splitlines()[-lines:])
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside: SIGTERM (kill, systemd, docker stop) interrupts the main thread
+    as Ctrl-C does, so that the ``finally`` that removes a throwaway cluster
+    runs on either. Elsewhere than in the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _last_line(text: str | None) -> str:

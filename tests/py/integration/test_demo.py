@@ -111,7 +111,8 @@ def test_demo_without_dsn_leaves_no_cluster_behind(run_cli: Callable[..., object
     assert "consistency rate" in result.out  # the daily report came first
 
 
-def test_ctrl_c_mid_run_removes_the_cluster() -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_mid_run_removes_the_cluster(sig: signal.Signals) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "demo", "--minutes", "5"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -124,7 +125,7 @@ def test_ctrl_c_mid_run_removes_the_cluster() -> None:
         base = Path(re.search(r"data in (\S+)", "".join(seen)).group(1))
         postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
         time.sleep(2)  # calls, the check loop and the relay are running
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
