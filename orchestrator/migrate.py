@@ -83,6 +83,39 @@ class BackfillChange:
     rows: int
 
 
+# Members and databases a note names before it counts the rest.
+NOTE_NAMES = 5
+
+
+@dataclass(frozen=True)
+class RoleUse:
+    """What a guard role is to the rest of the cluster: roles are
+    cluster-wide, so its members have its rights in every database where the
+    guard is installed."""
+
+    role: str
+    other_databases: list[str]
+    members: list[str]
+
+    @property
+    def unused(self) -> bool:
+        return not self.other_databases and not self.members
+
+    def note(self) -> str:
+        where = [*(f"member {m}" for m in self.members),
+                 *(f"database {d}" for d in self.other_databases)]
+        shown = ", ".join(where[:NOTE_NAMES]) + (
+            f" and {len(where) - NOTE_NAMES} more" if len(where) > NOTE_NAMES else "")
+        return (f"role {self.role} is cluster-wide, used by {shown}: each member "
+                f"has its rights in every database of the cluster that has the guard (REVOKE "
+                f"CONNECT ON DATABASE ... FROM PUBLIC where they have no business)")
+
+
+def role_uses(conn: psycopg.Connection) -> list[RoleUse]:
+    return [RoleUse(name, list(dbs), list(members))
+            for name, dbs, members in db.all(conn, "guard_role_uses", roles=list(ROLES))]
+
+
 @dataclass
 class MigrateResult:
     migrations_applied: list[str]
@@ -94,6 +127,8 @@ class MigrateResult:
     backfill: list[BackfillChange] = field(default_factory=list)
     # Differences that do not stop the install, one line each.
     notes: list[str] = field(default_factory=list)
+    # Who else the roles it grants to reach (printed as notes).
+    roles: list[RoleUse] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -399,6 +434,7 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
                              pending or changed_profile))
         _apply(session, ownership, pending, to_define, definitions,
                env if upto is None else {}, adopt, result, dry_run=dry_run)
+        result.roles = [use for use in role_uses(session.conn) if not use.unused]
         return result
 
 

@@ -41,7 +41,7 @@ import psycopg
 
 from orchestrator import db
 from orchestrator.errors import GuardError
-from orchestrator.migrate import ROLES
+from orchestrator.migrate import ROLES, RoleUse, role_uses
 from orchestrator.scheduling import JOBS
 
 BOOKKEEPING_COLUMNS = ("active_appointment_count", "active_appointment_refs")
@@ -53,17 +53,6 @@ MONITOR_INDEXES = (
     "appointments_orphan_idx",
     "appointments_active_call_idx",
 )
-
-
-@dataclass(frozen=True)
-class RoleUse:
-    role: str
-    other_databases: list[str]
-    members: list[str]
-
-    @property
-    def unused(self) -> bool:
-        return not self.other_databases and not self.members
 
 
 @dataclass
@@ -163,8 +152,7 @@ def uninstall(dsn: str, *, dry_run: bool = False) -> Plan:
         except psycopg.Error as exc:
             raise GuardError(f"uninstall failed, nothing was changed: "
                              f"{db.describe_error(exc)}") from exc
-        plan.roles = [RoleUse(name, list(dbs), list(members)) for name, dbs, members in
-                      conn.execute(db.query("uninstall_roles_elsewhere"), {"roles": list(ROLES)})]
+        plan.roles = role_uses(conn)
     return plan
 
 

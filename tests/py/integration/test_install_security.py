@@ -209,3 +209,18 @@ def test_a_failing_dry_run_fails_where_migrate_would_and_leaves_nothing(empty_db
     with pytest.raises(GuardError, match=r"zz_broken\.sql: division by zero"):
         migrate.migrate(empty_db, dry_run=True, env={})
     assert catalog_state(empty_db) == before
+
+
+def test_migrate_names_who_else_the_guard_roles_reach(sandbox, run_cli) -> None:
+    """Roles are cluster-wide: a login granted consistency_app for one
+    database has its rights in every database with the guard. migrate says
+    who they are."""
+    member = sandbox.role("app_login")
+    with psycopg.connect(sandbox.admin_dsn, autocommit=True) as admin:
+        admin.execute(f'GRANT consistency_app TO "{member}"')
+    done = run_cli("migrate", "--dsn", sandbox.database())
+    assert done.code == 0, done
+    notes = [line for line in done.err.splitlines()
+             if line.startswith("note: role consistency_app is cluster-wide")]
+    assert len(notes) == 1 and f"member {member}" in notes[0], done.err
+    assert "REVOKE CONNECT ON DATABASE ... FROM PUBLIC" in notes[0]
