@@ -236,3 +236,13 @@ def test_migrate_for_the_owner_refuses_the_owners_own_invoker_triggers(guard, ru
     # The owner's code is the owner's business when the owner runs migrate.
     assert run_cli("migrate", "--reapply", "--dsn", guard.owner_dsn).code == 0
 
+
+def test_uninstall_drops_only_indexes_of_calls_and_appointments(guard, run_cli) -> None:
+    with psycopg.connect(guard.admin_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.precious (id int)")
+        conn.execute("CREATE INDEX precious_idx ON public.precious (id)")
+    guard.plant("INSERT INTO consistency.installed_objects (kind, table_name, name) "
+                "VALUES ('index', 'calls', 'precious_idx'), ('index', 'precious', 'precious_idx')")
+    assert run_cli("uninstall", "--dsn", guard.admin_dsn).code == 0
+    with psycopg.connect(guard.admin_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('public.precious_idx')").fetchone()[0]
