@@ -30,11 +30,16 @@ call with it::
   decorator): the call runs in a shared, bounded set of WORKERS daemon
   threads (``orchestrator/deadline_pool.py``); at the deadline it is
   abandoned, because Python cannot stop a thread: whatever it does afterwards
-  (including a late booking) still happens and is not counted. When every
-  worker is held by an abandoned call, a new call that no worker takes before
-  its deadline does not run at all (CallTimeoutError, ``started`` False). A
-  sync ``with`` block cannot be interrupted at all: a block that overruns the
-  deadline counts as a failure when it ends.
+  (including a late booking) still happens and is not counted. One key holds
+  at most WORKERS_PER_KEY of them (default half), so the calls of a hanging
+  service cannot take every worker from the others. A call that no worker
+  takes before its deadline (every worker, or its key's share, held by
+  abandoned calls) does not run at all: WorkersBusyError (a CallTimeoutError,
+  ``started`` False). That is this process's saturation, not a failure of
+  the key: nothing is recorded, the calls are counted apart
+  (``not_started()``) and logged once a minute per key. A sync ``with``
+  block cannot be interrupted at all: a block that overruns the deadline
+  counts as a failure when it ends.
 - Exceptions propagate unchanged (the same object). Those listed in
   ``exclude=`` mean the service answered (e.g. "slot taken") and count as a
   success; other ``Exception`` s count as failures; BaseExceptions such as
@@ -100,6 +105,7 @@ SETTINGS_TTL = 30.0     # thresholds are re-read from consistency.settings this 
 STATEMENT_TIMEOUT_MS = 2000  # a stuck database must not hold the caller: it degrades instead
 POOL_MAX_SIZE = 10
 WORKERS = 32            # threads that run sync calls under their deadline, per process
+WORKERS_PER_KEY: int | None = None  # most of them one circuit key holds; None: half
 REFUSED_LOG_INTERVAL = 60.0  # one log line per kind of database error this often
 
 # States in which the database refuses a call that is not the probe.
@@ -117,14 +123,31 @@ class CircuitOpenError(Exception):
 
 class CallTimeoutError(TimeoutError):
     """The protected call did not finish within timeout_seconds (a failure).
-    ``started`` is False when no worker was free to start it before then."""
+    ``started`` is False when no worker was free to start it before then
+    (WorkersBusyError)."""
 
     def __init__(self, key: str, timeout: float, started: bool = True) -> None:
         self.key = key
         self.timeout = timeout
         self.started = started
-        what = "exceeded" if started else f"found all {WORKERS} workers busy for"
-        super().__init__(f"call through circuit {key!r} {what} its {timeout:g} s deadline")
+        super().__init__(f"call through circuit {key!r} exceeded its {timeout:g} s deadline")
+
+
+class WorkersBusyError(CallTimeoutError):
+    """No worker was free to start the call before its deadline: every one of
+    this process's WORKERS, or its key's share, is held by calls that overran
+    theirs. The call did not run, and is not a failure of the key."""
+
+    def __init__(self, key: str, timeout: float) -> None:
+        TimeoutError.__init__(
+            self, f"call through circuit {key!r} not started: all {WORKERS} workers (or the "
+                  f"{_per_key_workers()} a key may hold) were busy for its {timeout:g} s "
+                  "deadline")
+        self.key, self.timeout, self.started = key, timeout, False
+
+
+def _per_key_workers() -> int:
+    return max(1, WORKERS_PER_KEY if WORKERS_PER_KEY is not None else WORKERS // 2)
 
 
 # What the breaker accepts from the settings, whatever the table holds (the
@@ -434,10 +457,43 @@ def _configure(conn: psycopg.Connection) -> None:
     db.run(conn, "circuit_session_setup", {"ms": STATEMENT_TIMEOUT_MS})
 
 
+class _NotStarted:
+    """Calls dropped without a worker, per key: counted apart from failures,
+    logged once per REFUSED_LOG_INTERVAL and key."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self._logged: dict[str, float] = {}
+
+    def count(self, key: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            total = self.counts[key] = self.counts.get(key, 0) + 1
+            last = self._logged.get(key)
+            if last is not None and now - last < REFUSED_LOG_INTERVAL:
+                return
+            self._logged[key] = now
+        log.warning("circuit %r: %s call(s) not started, no worker free before the deadline "
+                    "(this key's calls hold %s, at most %s of %s): not counted as failures",
+                    key, total, _WORKER_POOL.busy(key), _per_key_workers(), WORKERS)
+
+
+_NOT_STARTED = _NotStarted()
+
+
+def not_started(key: str | None = None) -> int:
+    """Calls of ``key`` (None: of every key) this process dropped without
+    running them: WorkersBusyError."""
+    with _NOT_STARTED._lock:
+        counts = dict(_NOT_STARTED.counts)
+    return counts.get(key, 0) if key is not None else sum(counts.values())
+
+
 _DATABASES: dict[str, _Database] = {}
 _DATABASES_LOCK = threading.Lock()
 # Process-wide, like the pools: sync calls run here under their deadline.
-_WORKER_POOL = DeadlinePool(lambda: WORKERS, "consistency-breaker-worker")
+_WORKER_POOL = DeadlinePool(lambda: WORKERS, "consistency-breaker-worker", _per_key_workers)
 
 
 def _database(dsn: str) -> _Database:
@@ -464,10 +520,11 @@ def close_pools() -> None:
 def _forget_after_fork() -> None:
     """A forked worker (gunicorn, celery prefork) has none of its parent's
     threads and must not share its connections: it starts afresh."""
-    global _DATABASES_LOCK, _WORKER_POOL
+    global _DATABASES_LOCK, _WORKER_POOL, _NOT_STARTED
     _DATABASES.clear()
     _DATABASES_LOCK = threading.Lock()
-    _WORKER_POOL = DeadlinePool(lambda: WORKERS, "consistency-breaker-worker")
+    _NOT_STARTED = _NotStarted()
+    _WORKER_POOL = DeadlinePool(lambda: WORKERS, "consistency-breaker-worker", _per_key_workers)
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -648,9 +705,12 @@ class CircuitBreaker:
         ticket = self._acquire()
         timeout = self._db.thresholds.timeout_seconds
         try:
-            value = _WORKER_POOL.run(fn, args, kwargs, timeout)
+            value = _WORKER_POOL.run(fn, args, kwargs, timeout, self.key)
         except DeadlineExceeded as expired:
-            timed_out = CallTimeoutError(self.key, timeout, expired.started)
+            if not expired.started:
+                _NOT_STARTED.count(self.key)
+                raise WorkersBusyError(self.key, timeout) from None
+            timed_out = CallTimeoutError(self.key, timeout)
             self._record(ticket, timed_out)
             raise timed_out from None
         except BaseException as exc:

@@ -142,27 +142,32 @@ def check_loop(dsn: str, every: timedelta, stop: threading.Event,
     runs."""
     runs, failures = 0, 0
     conn: psycopg.Connection | None = None
-    while not stop.is_set():
-        try:
-            if conn is None or conn.closed:
-                conn = db.connect(dsn, application_name="consistency check --every")
-            report = run_check(conn, window, name_entities=name_entities)
-            runs, failures = runs + 1, 0
-            if on_result is not None:
-                on_result(report)
-            wait = every.total_seconds()
-        except (psycopg.Error, GuardError) as exc:
-            failures += 1
-            lost = isinstance(exc, psycopg.OperationalError) or conn is None or conn.broken
-            if lost and conn is not None:
-                conn.close()
-                conn = None
-            wait = backoff.delay(failures, RETRY_DELAY, min(max_backoff, every.total_seconds()))
-            log.warning("%s (%s); retrying in %.1fs",
-                        "database unavailable" if lost else "check failed",
-                        db.redact(str(exc), dsn) if isinstance(exc, GuardError)
-                        else db.describe_error(exc, dsn), wait)
-        stop.wait(wait)
-    if conn is not None:
-        conn.close()
+    try:
+        while not stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = db.connect(dsn, application_name="consistency check --every")
+                report = run_check(conn, window, name_entities=name_entities)
+                runs, failures = runs + 1, 0
+                if on_result is not None:
+                    on_result(report)
+                wait = every.total_seconds()
+            except (psycopg.Error, GuardError) as exc:
+                failures += 1
+                lost = isinstance(exc, psycopg.OperationalError) or conn is None or conn.broken
+                if lost and conn is not None:
+                    conn.close()
+                    conn = None
+                wait = backoff.delay(failures, RETRY_DELAY,
+                                     min(max_backoff, every.total_seconds()))
+                log.warning("%s (%s); retrying in %.1fs",
+                            "database unavailable" if lost else "check failed",
+                            db.redact(str(exc), dsn) if isinstance(exc, GuardError)
+                            else db.describe_error(exc, dsn), wait)
+            stop.wait(wait)
+    finally:
+        # Whatever ends the loop (a stop, a bug in on_result, an interrupt):
+        # `up` restarts a part that ended, which must not cost a connection.
+        if conn is not None:
+            conn.close()
     return runs

@@ -10,6 +10,7 @@ a hot standby and can write nothing even when started with an owner's DSN.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -41,6 +42,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -51,6 +53,9 @@ from orchestrator import db, owner_code
 from orchestrator.errors import GuardError
 
 log = logging.getLogger("consistency.serve")
+
+# How long /healthz reuses its last look at the database.
+HEALTH_PROBE_SECONDS = 1.0
 
 CIRCUIT_STATES = ("closed", "open", "half_open", "forced_open", "disabled")
 WINDOW_GAUGES = {
@@ -371,6 +376,40 @@ class Health:
             return {k: dict(v) for k, v in self._parts.items()}
 
 
+class DatabaseProbe:
+    """/healthz's view of the database. /healthz is open (no token, no rate
+    limit: load balancers and orchestrators must reach it), so its answer is
+    cached for ``ttl`` seconds and one probe runs at a time, in one thread: a
+    flood of /healthz costs the pool one query a second and one connection,
+    never the four a scrape needs, nor the server's threads."""
+
+    def __init__(self, database: Database, ttl: float = HEALTH_PROBE_SECONDS) -> None:
+        self.database = database
+        self.ttl = ttl
+        self._lock = asyncio.Lock()
+        self._result: dict[str, Any] = {}
+        self._at: float | None = None
+
+    def _fresh(self) -> bool:
+        return self._at is not None and time.monotonic() - self._at < self.ttl
+
+    def _probe(self) -> dict[str, Any]:
+        try:
+            return {"state": "ok", "standby": self.database.fetch("serve_ping")}
+        except (psycopg.Error, PoolTimeout) as exc:
+            return {"state": "unavailable", "error": db.describe_error(exc)}
+
+    async def state(self) -> dict[str, Any]:
+        """The database's state, at most ``ttl`` seconds old (``age_seconds``)."""
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():
+                    self._result = await run_in_threadpool(self._probe)
+                    self._at = time.monotonic()
+        assert self._at is not None
+        return {**self._result, "age_seconds": round(time.monotonic() - self._at, 3)}
+
+
 # --- the application -------------------------------------------------------------------
 
 def create_app(database: Database, guard: Guard, health: Health | None = None,
@@ -379,18 +418,15 @@ def create_app(database: Database, guard: Guard, health: Health | None = None,
 
     registry = build_registry(database)
     health = health or Health()
+    probe = DatabaseProbe(database)
 
     def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept"))
         return Response(encoder(registry), media_type=content_type)
 
-    def healthz(request: Request) -> Response:
-        body: dict[str, Any] = {"status": "ok"}
-        try:
-            standby = database.fetch("serve_ping")
-            body["database"] = {"state": "ok", "standby": standby}
-        except (psycopg.Error, PoolTimeout) as exc:
-            body["database"] = {"state": "unavailable", "error": db.describe_error(exc)}
+    async def healthz(request: Request) -> Response:
+        body: dict[str, Any] = {"status": "ok", "database": await probe.state()}
+        if body["database"]["state"] != "ok":
             body["status"] = "unavailable"
         parts = health.snapshot()
         if parts:

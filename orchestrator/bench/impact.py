@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrator.bench import check, circuit, relay, serve, triggers, validation
 
-# README, "Circuit breaker": the closed path's median budget.
+# The closed path's median budget (docs/benchmarks.md, "bench circuit").
 CIRCUIT_CLOSED_TARGET_MS = 0.15
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {

@@ -3,6 +3,7 @@ a connection. Printing is orchestrator.output's."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,7 +37,9 @@ def example(text: str) -> Callable[[C], C]:
     decorator above @click.command / @click.group)."""
     def add(command: C) -> C:
         shown = "\n".join(f"  {line}" for line in text.splitlines())
-        command.help = f"{command.help or ''}\n\n\b\nExample:\n{shown}"
+        # Dedented first: click dedents the whole help at once, and the
+        # example's two-space indent would leave the docstring's own in it.
+        command.help = f"{inspect.cleandoc(command.help or '')}\n\n\b\nExample:\n{shown}"
         return command
     return add
 

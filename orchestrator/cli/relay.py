@@ -190,14 +190,18 @@ def relay_redrive(dsn: str | None, sink_id: int | None, since: str | None,
 @relay.command("forget-sink")
 @dsn_option
 @click.argument("sink_id", type=click.IntRange(min=1))
+@click.option("--force", is_flag=True,
+              help="Also a sink a relay served within the last minute (its pending "
+                   "deliveries are dropped; a relay still serving it registers it again).")
 @json_option
-def relay_forget_sink(dsn: str | None, sink_id: int, as_json: bool) -> None:
+def relay_forget_sink(dsn: str | None, sink_id: int, force: bool, as_json: bool) -> None:
     """Forget a sink no relay serves any more, with its pending deliveries
-    (they would otherwise hold old alerts back from retention)."""
+    (they would otherwise hold old alerts back from retention). A sink a relay
+    served within the last minute is refused without --force."""
     from orchestrator.relay import state
 
     with connect(dsn) as conn:
-        state.forget_sink(conn, sink_id)
+        state.forget_sink(conn, sink_id, force=force)
     if as_json:
         print_json({"forgotten": sink_id})
     else:

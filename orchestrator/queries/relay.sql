@@ -41,6 +41,14 @@ SELECT sink_id, sink, min_severity, status, deliveries, oldest_created_at, last_
        last_success_at, last_error, last_error_at
   FROM consistency.relay_status()
 
+-- name: relay_sink_unseen_for --
+-- How long ago a relay last served the sink (NULL: no such sink); locks it,
+-- so a heartbeat waits for the decision.
+SELECT extract(epoch FROM consistency.now() - last_seen_at)::double precision
+  FROM consistency.relay_sinks
+ WHERE id = %(sink_id)s
+   FOR UPDATE
+
 -- name: relay_forget_sink --
 SELECT consistency.relay_unregister_sink(%(sink_id)s)
 

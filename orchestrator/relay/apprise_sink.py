@@ -7,7 +7,7 @@ from typing import Any
 
 from orchestrator.alerts import Alert
 from orchestrator.errors import GuardError
-from orchestrator.relay.base import Sink, SinkURL, TransientError, run_blocking
+from orchestrator.relay.base import Sink, SinkURL, TransientError
 
 
 def _apprise() -> Any:
@@ -37,5 +37,5 @@ class AppriseSink(Sink):
         body = f"{alert.description}\n\nalert #{alert.id}"
         # Apprise blocks; its own timeouts are per request, so the relay's
         # deadline gives up on the thread rather than waiting for it.
-        if not await run_blocking(lambda: self.apprise.notify(body=body, title=title)):
+        if not await self.blocking.run(lambda: self.apprise.notify(body=body, title=title)):
             raise TransientError("Apprise could not notify the service")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -193,32 +195,78 @@ def _secrets(parts: SplitResult, rest: tuple[tuple[str, str], ...]
 
 T = TypeVar("T")
 
+# Threads one sink's blocking sends (Apprise, stdout) may hold at once,
+# those abandoned at their deadline and still stuck included: a server that
+# drips its answer, or a reader that stopped reading, holds that many, never
+# more. A send waiting for one of them is cancelled at its deadline as well.
+BLOCKING_THREADS = 16
+_THREAD_WAIT = 0.05  # seconds between looks for a free thread while all are held
 
-async def run_blocking(fn: Callable[[], T]) -> T:
-    """``fn()`` in a daemon thread of its own. Cancelled at the deadline, the
-    send is given up and its thread abandoned: unlike an executor's, a stuck
-    thread never holds up the relay's exit."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
+log = logging.getLogger("consistency.relay")
 
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
 
-    def target() -> None:
+class BlockingThreads:
+    """Runs a sink's blocking sends, each in a daemon thread of its own, at
+    most ``limit`` of them alive at once."""
+
+    def __init__(self, name: str, limit: int = BLOCKING_THREADS) -> None:
+        self.name = name
+        self.limit = limit
+        self.alive = 0
+        self._lock = threading.Lock()
+        self._saturated = False
+
+    def _take(self) -> bool:
+        with self._lock:
+            if self.alive < self.limit:
+                self.alive += 1
+                self._saturated = False
+                return True
+            first, self._saturated = not self._saturated, True
+        if first:
+            log.warning("%s: all %s threads of its blocking sends are held by sends past "
+                        "their deadline; new sends wait for one", self.name, self.limit)
+        return False
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self.alive -= 1
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in a thread of its own. Cancelled at the deadline, the
+        send is given up and its thread abandoned: unlike an executor's, a
+        stuck thread never holds up the relay's exit."""
+        while not self._take():
+            await asyncio.sleep(_THREAD_WAIT)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)  # type: ignore[arg-type]
+
+        def target() -> None:
+            result: T | None = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the awaiting task
+                error = exc
+            finally:
+                self._give_back()
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, result, error)
+
         try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting task
-            loop.call_soon_threadsafe(settle, None, exc)
-        else:
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=target, name="relay-blocking-send", daemon=True).start()
-    return await future
+            threading.Thread(target=target, name="relay-blocking-send", daemon=True).start()
+        except BaseException:
+            self._give_back()
+            raise
+        return await future
 
 
 class Sink:
@@ -226,10 +274,11 @@ class Sink:
     alert and raises DeliveryError otherwise; the relay runs many sends of
     one sink at once on its event loop and cancels a send at its deadline, so
     a send must never block the loop (a blocking library goes through
-    ``run_blocking``)."""
+    ``self.blocking.run``)."""
 
     def __init__(self, url: SinkURL) -> None:
         self.url = url
+        self.blocking = BlockingThreads(url.name)
 
     @property
     def name(self) -> str:

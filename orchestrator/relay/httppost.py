@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import math
 import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,19 +25,20 @@ USER_AGENT = "consistency-guard-relay/1"
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After is either seconds or an HTTP date."""
+    """Retry-After is either seconds or an HTTP date. A value that is no
+    finite number of seconds (``inf``, ``nan``) is no instruction: None.
+    A huge one is kept; the relay waits no longer than the give-up age."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class JsonPoster:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import re
 import socket
@@ -105,12 +106,31 @@ class RelayStats:
     reconnects: int = 0
     claims: int = 0
     deadlines: int = 0
+    # Outcomes the database refused to record (left to their lease).
+    unrecorded: int = 0
     by_sink: dict[str, int] = field(default_factory=dict)
 
     @property
     def undelivered(self) -> int:
-        """Deliveries this run attempted without delivering them."""
-        return self.retried + self.dead
+        """Deliveries this run attempted without delivering them (or
+        without recording that it did)."""
+        return self.retried + self.dead + self.unrecorded
+
+
+def _bounded(retry_after: float | None, options: RelayOptions) -> float | None:
+    """A server's Retry-After as the database takes it: a finite number of
+    seconds, no longer than the give-up age."""
+    if retry_after is None or not math.isfinite(retry_after):
+        return None
+    return min(max(retry_after, 0.0), options.give_up_after)
+
+
+def _unrecorded(exc: BaseException) -> str:
+    """Why recording an outcome failed, without the database's message: it
+    may quote the row, and with it what the sink answered."""
+    cause = exc.__cause__ if isinstance(exc, GuardError) and exc.__cause__ else exc
+    sqlstate = getattr(cause, "sqlstate", None)
+    return cause.__class__.__name__ + (f", SQLSTATE {sqlstate}" if sqlstate else "")
 
 
 def _printable(text: str) -> str:
@@ -258,6 +278,25 @@ class Relay:
             lanes[sink_id] = _Lane(sink_id, sink)
         self._lanes = lanes
 
+    async def _register_again(self, unseen_for: float) -> None:
+        """A sink this relay serves was forgotten (`relay forget-sink`)
+        meanwhile: register it again, handing it the alerts raised since its
+        last heartbeat, which the forgetting took away with its delivery
+        rows (those due before that, still pending then, are lost)."""
+        lanes = {}
+        for lane in self._lanes.values():
+            params = {**self._register_params(lane.sink),
+                      "backlog": timedelta(seconds=max(unseen_for,
+                                                       self.options.backlog_seconds or 0))}
+            (sink_id,), = await self._db("relay_register_sink", params)
+            if sink_id != lane.sink_id:
+                log.warning("sink %s (id %s) was forgotten while this relay serves it: "
+                            "registered again as id %s, with the alerts of the last %.0f s",
+                            lane.sink.name, lane.sink_id, sink_id, unseen_for)
+                lane.sink_id = sink_id
+            lanes[sink_id] = lane
+        self._lanes = lanes
+
     # -- listening ---------------------------------------------------------------
 
     async def _listen_forever(self) -> None:
@@ -318,7 +357,12 @@ class Relay:
                                 "(lease ran out; another relay may send them too)",
                                 len(ids) - kept, len(ids))
             if time.monotonic() - last_beat >= opts.heartbeat_seconds:
-                await self._db("relay_heartbeat", {"sink_ids": list(self._lanes)})
+                seen = (await self._db("relay_heartbeat", {"sink_ids": list(self._lanes)}))[0][0]
+                if seen < len(self._lanes):
+                    # One heartbeat interval of margin: alerts raised while
+                    # the last heartbeat ran are handed over too.
+                    await self._register_again(time.monotonic() - last_beat
+                                               + opts.heartbeat_seconds)
                 last_beat = time.monotonic()
 
     # -- delivering --------------------------------------------------------------
@@ -410,11 +454,9 @@ class Relay:
 
     async def _record(self, batch: list[tuple[_Lane, list[_Claimed], DeliveryError | None]]
                       ) -> None:
-        opts = self.options
         done = [c.delivery_id for _, unit, error in batch if error is None for c in unit]
         if done:
-            await self._db("relay_complete", {"ids": done}, via="record")
-            self.stats.delivered += len(done)
+            await self._complete(done)
         for lane, unit, error in batch:
             if error is None:
                 self.stats.by_sink[lane.sink.name] = \
@@ -422,23 +464,68 @@ class Relay:
                 continue
             message = _printable(lane.sink.url.redact(str(error)))
             for item in unit:
-                (status,), = await self._db("relay_fail", {
-                    "owner": self.owner, "id": item.delivery_id, "error": message,
-                    "permanent": error.permanent, "retry_after": error.retry_after,
-                    "max_attempts": opts.max_attempts, "base_delay": opts.base_delay,
-                    "max_delay": opts.max_delay,
-                    "give_up": timedelta(seconds=opts.give_up_after)}, via="record")
-                if status == "pending":
-                    self.stats.retried += 1
-                    log.warning("alert %s -> %s: %s (attempt %s, will retry)",
-                                item.alert.id, lane.sink.name, message, item.attempts)
-                elif status == "dead":
-                    self.stats.dead += 1
-                    log.error("alert %s -> %s: %s (dead after %s attempt(s); "
-                              "consistency relay redrive re-drives it)",
-                              item.alert.id, lane.sink.name, message, item.attempts)
+                await self._fail(lane, item, error, message)
         for _, unit, _ in batch:
             self._forget(unit)
+
+    # Recording one outcome may fail in the database for a reason of its own
+    # (a constraint, a setting written around set_setting, a bug): that is
+    # logged and the delivery handled as well as it can be, and the relay
+    # goes on with every other delivery. A lost database is not such a
+    # reason: _db reconnects, and raises only once a stopping relay's grace
+    # is over.
+
+    async def _complete(self, ids: list[int]) -> None:
+        try:
+            await self._db("relay_complete", {"ids": ids}, via="record")
+        except psycopg.OperationalError:
+            raise
+        except Exception as exc:
+            if len(ids) > 1:
+                for one in ids:  # the one row it is about still fails alone
+                    await self._complete([one])
+                return
+            self.stats.unrecorded += 1
+            log.error("delivery %s was sent but recording it failed (%s): its lease runs out "
+                      "and it is sent again", ids[0], _unrecorded(exc))
+            return
+        self.stats.delivered += len(ids)
+
+    async def _fail(self, lane: _Lane, item: _Claimed, error: DeliveryError,
+                    message: str) -> None:
+        opts = self.options
+        params = {"owner": self.owner, "id": item.delivery_id, "error": message,
+                  "permanent": error.permanent, "retry_after": _bounded(error.retry_after, opts),
+                  "max_attempts": opts.max_attempts, "base_delay": opts.base_delay,
+                  "max_delay": opts.max_delay, "give_up": timedelta(seconds=opts.give_up_after)}
+        status = None
+        for retry in (False, True):
+            try:
+                (status,), = await self._db("relay_fail", params, via="record")
+                break
+            except psycopg.OperationalError:
+                raise
+            except Exception as exc:
+                log.error("alert %s -> %s: recording the failure%s failed (%s)",
+                          item.alert.id, lane.sink.name,
+                          " without the server's answer" if retry else "", _unrecorded(exc))
+                params.update(retry_after=None, error=(
+                    f"{'refused' if error.permanent else 'failed'}; the error could not be "
+                    f"recorded ({_unrecorded(exc)})"))
+        if status is None:
+            self.stats.unrecorded += 1
+            log.error("alert %s -> %s: the failure is not recorded; the delivery is retried "
+                      "when its lease runs out (%g s), buried at its give-up age or attempt limit",
+                      item.alert.id, lane.sink.name, opts.lease_seconds)
+        elif status == "pending":
+            self.stats.retried += 1
+            log.warning("alert %s -> %s: %s (attempt %s, will retry)",
+                        item.alert.id, lane.sink.name, message, item.attempts)
+        elif status == "dead":
+            self.stats.dead += 1
+            log.error("alert %s -> %s: %s (dead after %s attempt(s); "
+                      "consistency relay redrive re-drives it)",
+                      item.alert.id, lane.sink.name, message, item.attempts)
 
     def _forget(self, unit: list[_Claimed]) -> None:
         for item in unit:

@@ -46,9 +46,24 @@ def redrive(conn: psycopg.Connection, *, sink_id: int | None, since: timedelta |
                             alert_type=alert_type, actor=actor))
 
 
-def forget_sink(conn: psycopg.Connection, sink_id: int) -> None:
-    """Forget a sink no relay serves any more, with its pending deliveries."""
+# A running relay refreshes last_seen_at of its sinks every 15 s; a sink seen
+# within four of those is taken to be served still.
+SERVED_WITHIN_SECONDS = 60.0
+
+
+def forget_sink(conn: psycopg.Connection, sink_id: int, *, force: bool = False) -> None:
+    """Forget a sink no relay serves any more, with its pending deliveries.
+    A sink a relay served within SERVED_WITHIN_SECONDS is refused unless
+    ``force``: its pending alerts would be lost, and the relay registers
+    it again anyway."""
     with conn.transaction():
-        found = db.value(conn, "relay_forget_sink", sink_id=sink_id)
-    if not found:
-        raise GuardError(f"no relay sink with id {sink_id} (see consistency relay sinks)")
+        rows = db.all(conn, "relay_sink_unseen_for", sink_id=sink_id)
+        if not rows:
+            raise GuardError(f"no relay sink with id {sink_id} (see consistency relay sinks)")
+        (unseen_for,), = rows
+        if not force and unseen_for is not None and unseen_for < SERVED_WITHIN_SECONDS:
+            raise GuardError(
+                f"sink {sink_id} was served by a relay {max(unseen_for, 0):.0f} s ago: stop that "
+                "relay or take the sink out of its list first (a running relay registers its "
+                "sinks again), or pass --force to drop its pending deliveries now")
+        db.value(conn, "relay_forget_sink", sink_id=sink_id)

@@ -7,7 +7,7 @@ import sys
 import threading
 
 from orchestrator.alerts import Alert
-from orchestrator.relay.base import Sink, TransientError, run_blocking
+from orchestrator.relay.base import Sink, TransientError
 
 _lock = threading.Lock()
 
@@ -24,6 +24,6 @@ class StdoutSink(Sink):
         # blocks the write, which must not stall every other sink.
         line = json.dumps(alert.as_json(), sort_keys=True, default=str)
         try:
-            await run_blocking(lambda: _write(line))
+            await self.blocking.run(lambda: _write(line))
         except OSError as exc:
             raise TransientError(f"stdout: {exc}") from None

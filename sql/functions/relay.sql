@@ -168,18 +168,26 @@ BEGIN
     IF v_alert.alert_type IS DISTINCT FROM 'relay_delivery_failed' THEN
         SELECT count(*) INTO v_dead FROM consistency.relay_deliveries
          WHERE sink_id = p_row.sink_id AND status = 'dead';
-        PERFORM consistency.raise_alert(
-            'relay_delivery_failed',
-            CASE WHEN v_alert.severity = 'critical' THEN 'critical' ELSE 'warning' END,
-            'system', p_row.sink_id,
-            format('alert %s (%s) could not be delivered to %s after %s attempt(s): %s; '
-                   '%s dead deliveries on this sink (consistency relay status, relay redrive)',
-                   p_row.alert_id, v_alert.alert_type, v_sink.name, p_row.attempts, p_error,
-                   v_dead),
-            jsonb_build_object('alert_id', p_row.alert_id, 'sink_id', p_row.sink_id,
-                               'delivery_id', p_row.id, 'sink', v_sink.name, 'status', 'dead',
-                               'attempts', p_row.attempts, 'error', p_error,
-                               'dead_deliveries', v_dead));
+        -- The row is dead whether or not the notice can be raised (a setting
+        -- written around set_setting, say): an error here would otherwise
+        -- undo the burial and stop the relay recording it, again and again.
+        BEGIN
+            PERFORM consistency.raise_alert(
+                'relay_delivery_failed',
+                CASE WHEN v_alert.severity = 'critical' THEN 'critical' ELSE 'warning' END,
+                'system', p_row.sink_id,
+                format('alert %s (%s) could not be delivered to %s after %s attempt(s): %s; '
+                       '%s dead deliveries on this sink (consistency relay status, relay redrive)',
+                       p_row.alert_id, v_alert.alert_type, v_sink.name, p_row.attempts, p_error,
+                       v_dead),
+                jsonb_build_object('alert_id', p_row.alert_id, 'sink_id', p_row.sink_id,
+                                   'delivery_id', p_row.id, 'sink', v_sink.name, 'status', 'dead',
+                                   'attempts', p_row.attempts, 'error', p_error,
+                                   'dead_deliveries', v_dead));
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'delivery % is dead, but relay_delivery_failed could not be raised: %',
+                          p_row.id, SQLERRM;
+        END;
     END IF;
 END
 $$;
@@ -409,6 +417,10 @@ BEGIN
                      * power(2, least(greatest(v_row.attempts - 1, 0), 60)))
                * (1 + random() * 0.1);
     v_delay := greatest(v_delay, coalesce(p_retry_after_seconds, 0));
+    -- Whatever a server's Retry-After said (1e300, Infinity, NaN: greatest()
+    -- ranks NaN above every number, least() below), the wait ends at the
+    -- give-up age, before make_interval() could overflow.
+    v_delay := least(v_delay, extract(epoch FROM v_give_up - v_now)::double precision);
     UPDATE consistency.relay_deliveries
        SET status = 'pending', last_error = v_error, lease_owner = NULL, lease_expires_at = NULL,
            next_attempt_at = least(v_now + make_interval(secs => v_delay), v_give_up)
@@ -422,6 +434,13 @@ $$;
 -- Puts dead deliveries back to pending (attempts from 0, give-up age from
 -- now), optionally only those of one sink, dead within p_since, or of one
 -- alert type. Audited whether or not anything matched: it is an operator's act.
+-- A dead delivery no longer holds its alert back from archive_alerts, which
+-- deletes the alert with its deliveries: so the alerts are locked first (FOR
+-- KEY SHARE, the lock that keeps a row from being deleted). An archive batch
+-- skips a locked alert (SKIP LOCKED), and re-checks the ones it locked with a
+-- fresh snapshot; one that holds an alert already makes this wait, and then
+-- its deliveries are gone and not counted. Only deliveries of locked alerts
+-- are re-driven.
 CREATE OR REPLACE FUNCTION consistency.relay_redrive(
     p_sink_id    bigint DEFAULT NULL,
     p_since      interval DEFAULT NULL,
@@ -432,9 +451,10 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now   timestamptz := consistency.now();
-    v_count integer;
-    v_ids   bigint[];
+    v_now    timestamptz := consistency.now();
+    v_count  integer;
+    v_ids    bigint[];
+    v_alerts bigint[];
 BEGIN
     PERFORM consistency._require_text(p_actor, 'actor');
     IF p_sink_id IS NOT NULL
@@ -445,16 +465,25 @@ BEGIN
     IF p_since IS NOT NULL AND p_since <= interval '0' THEN
         RAISE EXCEPTION 'since must be positive' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    SELECT array_agg(locked.id) INTO v_alerts
+      FROM (SELECT a.id
+              FROM consistency.alerts AS a
+             WHERE a.id IN (SELECT d.alert_id
+                              FROM consistency.relay_deliveries AS d
+                             WHERE d.status = 'dead'
+                               AND (p_sink_id IS NULL OR d.sink_id = p_sink_id)
+                               AND (p_since IS NULL OR d.dead_at >= v_now - p_since))
+               AND (p_alert_type IS NULL OR a.alert_type = p_alert_type)
+             ORDER BY a.id
+               FOR KEY SHARE OF a) AS locked;
     WITH moved AS (
         UPDATE consistency.relay_deliveries AS d
            SET status = 'pending', attempts = 0, next_attempt_at = v_now, redriven_at = v_now,
                dead_at = NULL
          WHERE d.status = 'dead'
+           AND d.alert_id = ANY (v_alerts)
            AND (p_sink_id IS NULL OR d.sink_id = p_sink_id)
            AND (p_since IS NULL OR d.dead_at >= v_now - p_since)
-           AND (p_alert_type IS NULL
-                OR EXISTS (SELECT 1 FROM consistency.alerts AS a
-                            WHERE a.id = d.alert_id AND a.alert_type = p_alert_type))
         RETURNING d.id
     )
     SELECT count(*), array_agg(id ORDER BY id) INTO v_count, v_ids FROM moved;

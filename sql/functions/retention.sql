@@ -53,6 +53,7 @@ AS $$
 DECLARE
     v_cutoff timestamptz;
     v_moved  bigint;
+    v_ids    bigint[];
 BEGIN
     IF p_batch IS NULL OR p_batch < 1 THEN
         RAISE EXCEPTION 'batch must be a positive number, got %', coalesce(p_batch::text, 'NULL')
@@ -62,18 +63,26 @@ BEGIN
 
     -- SKIP LOCKED: a batch never waits for, nor blocks, a session that is
     -- touching the same alerts; those are simply taken by a later run.
-    WITH batch AS (
-        SELECT a.id
-          FROM consistency.alerts a
-         WHERE a.detected_at < v_cutoff
-           AND consistency._archivable(a.id)
-         ORDER BY a.detected_at, a.id
-         LIMIT p_batch
-           FOR UPDATE SKIP LOCKED
-    ), moved AS (
+    SELECT array_agg(b.id) INTO v_ids
+      FROM (SELECT a.id
+              FROM consistency.alerts a
+             WHERE a.detected_at < v_cutoff
+               AND consistency._archivable(a.id)
+             ORDER BY a.detected_at, a.id
+             LIMIT p_batch
+               FOR UPDATE SKIP LOCKED) AS b;
+
+    -- Checked again now that the batch is locked, by a statement with a new
+    -- snapshot: a re-drive (relay_redrive locks the alert first, so it
+    -- cannot start any more) that committed after the first snapshot but
+    -- before the lock made a delivery of the alert pending again, and the
+    -- cascade would delete it with the alert. The check needs READ
+    -- COMMITTED, as every caller of this function (the CLI, the procedure
+    -- below, pg_cron) runs it.
+    WITH moved AS (
         DELETE FROM consistency.alerts a
-         USING batch b
-         WHERE a.id = b.id
+         WHERE a.id = ANY (v_ids)
+           AND consistency._archivable(a.id)
         RETURNING a.*
     )
     INSERT INTO consistency.alerts_archive (id, alert_type, severity, entity_type, entity_id,

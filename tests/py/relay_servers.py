@@ -35,6 +35,8 @@ class Recorder:
     script: dict[str, list[tuple[int, dict[str, str], bytes]]] = field(
         default_factory=lambda: defaultdict(list))
     always: dict[str, int] = field(default_factory=dict)
+    # path -> headers added to every answer an `always` status gives
+    always_headers: dict[str, dict[str, str]] = field(default_factory=dict)
     # path -> time.monotonic() until which the path answers 500
     down_until: dict[str, float] = field(default_factory=dict)
     # paths that never answer (until the server shuts down)
@@ -95,7 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
             elif queued:
                 status, headers, payload = queued.pop(0)
             elif path in rec.always:
-                status, headers, payload = rec.always[path], {}, b"nope"
+                status, headers, payload = (rec.always[path], rec.always_headers.get(path, {}),
+                                            b"nope")
             elif time.monotonic() < rec.down_until.get(path, 0):
                 status, headers, payload = 500, {}, b"down"
             else:

@@ -3,7 +3,7 @@
 -- switch, alerts only for rows really written, and writers that are not
 -- consistency_app.
 BEGIN;
-SELECT plan(27);
+SELECT plan(30);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 INSERT INTO calls (id, external_call_id, direction) SELECT g, 'call-' || g, 'outbound' FROM generate_series(1, 20) g;
@@ -138,6 +138,23 @@ SELECT results_eq($$ SELECT a.entity_id FROM consistency.alerts a
                   'ON CONFLICT DO UPDATE: one alert, for the existing call the UPDATE corrected');
 SELECT results_eq($$ SELECT appointment_made FROM calls WHERE external_call_id IN ('call-7', 'call-8', 'fresh-1') $$,
                   $$ VALUES (false), (false), (false) $$, 'every written row corrected');
+
+-- The session flag that wakes the alert trigger can be cleared by any
+-- writer, even in the INSERT's own RETURNING list, after the BEFORE trigger
+-- set it: the alert is raised all the same, and nothing is left pending.
+DELETE FROM consistency.alerts;
+DELETE FROM consistency.alert_throttle;
+SET LOCAL ROLE consistency_app;
+SELECT lives_ok($$ INSERT INTO calls (id, external_call_id, appointment_made, appointment_link_status)
+                  VALUES (43, 'quiet-1', true, 'linked')
+                  RETURNING set_config('consistency.call_alerts_pending', '', true) $$,
+                'a writer clears the flag in its INSERT''s RETURNING list');
+RESET ROLE;
+SELECT results_eq($$ SELECT entity_id, alert_type FROM consistency.alerts $$,
+                  $$ VALUES (43::bigint, 'appointment_made_mismatch') $$,
+                  'clearing the flag in RETURNING does not suppress the insert''s alert');
+SELECT is((SELECT count(*)::int FROM consistency._call_alerts_pending), 0,
+          'and leaves no pending alert behind');
 
 SELECT is_empty($$ SELECT * FROM consistency.violations() $$, 'violations() is empty at the end');
 

@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(55);
+SELECT plan(60);
 
 SET LOCAL consistency.fake_now = '2030-01-01 10:00:00+00';
 DO $$ BEGIN PERFORM consistency.raise_alert('too_old', 'critical', 'call', 90, 'two hours ago'); END $$;
@@ -261,6 +261,33 @@ SELECT results_eq($$ SELECT d.next_attempt_at FROM consistency.relay_deliveries 
 SELECT is((SELECT d.next_attempt_at FROM consistency.relay_deliveries d, digest_alerts x
             WHERE d.sink_id = (SELECT id FROM digest) AND d.alert_id = x.c1),
           '2030-01-01 14:10:30+00'::timestamptz, 'a critical alert never waits for a digest');
+
+-- What a server's answer or a broken setting holds never stops the recording
+-- of a failure: a Retry-After no interval can hold waits until the give-up
+-- age, and a notice that cannot be raised leaves the burial done.
+SET LOCAL consistency.fake_now = '2030-01-02 00:00:00+00';
+CREATE TEMP TABLE hostile AS
+SELECT consistency.relay_register_sink(repeat('f', 64), 'webhook+http://hostile:1/***', 'webhook+http') AS sink,
+       consistency.raise_alert('h1', 'critical', 'call', 700, 'h1') AS h1,
+       consistency.raise_alert('h2', 'critical', 'call', 701, 'h2') AS h2,
+       consistency.raise_alert('h3', 'critical', 'call', 702, 'h3') AS h3;
+CREATE TEMP VIEW hostile_rows AS
+SELECT d.*, CASE d.alert_id WHEN h.h1 THEN 'h1' WHEN h.h2 THEN 'h2' ELSE 'h3' END AS which
+  FROM consistency.relay_deliveries d, hostile h
+ WHERE d.sink_id = h.sink AND d.alert_id IN (h.h1, h.h2, h.h3);
+DO $$ BEGIN PERFORM consistency.relay_claim('r6', ARRAY[(SELECT sink FROM hostile)], ARRAY[10], '30 seconds'); END $$;
+SELECT is(consistency.relay_fail('r6', id, 'HTTP 429', false, 'Infinity', NULL, 1, 300, '1 hour'),
+          'pending', 'Retry-After: Infinity is recorded') FROM hostile_rows WHERE which = 'h1';
+SELECT is(consistency.relay_fail('r6', id, 'HTTP 429', false, 1e300, NULL, 1, 300, '1 hour'),
+          'pending', 'Retry-After: 1e300 is recorded') FROM hostile_rows WHERE which = 'h2';
+SELECT results_eq($$ SELECT next_attempt_at FROM hostile_rows WHERE which IN ('h1', 'h2') $$,
+                  $$ VALUES ('2030-01-02 01:00:00+00'::timestamptz), ('2030-01-02 01:00:00+00'::timestamptz) $$,
+                  'both wait until the give-up age, no longer');
+UPDATE consistency.settings SET value = '"soon"' WHERE key = 'monitoring.alert_throttle_minutes';
+SELECT is(consistency.relay_fail('r6', id, 'HTTP 400', true), 'dead',
+          'a refusal is buried though relay_delivery_failed cannot be raised')
+  FROM hostile_rows WHERE which = 'h3';
+SELECT is((SELECT status FROM hostile_rows WHERE which = 'h3'), 'dead', 'and the row says so');
 
 SELECT * FROM finish();
 ROLLBACK;

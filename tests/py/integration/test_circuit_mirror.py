@@ -21,7 +21,12 @@ from conftest import HARNESS
 
 from orchestrator import breaker as breaker_mod
 from orchestrator import circuit_mirror
-from orchestrator.breaker import CallTimeoutError, CircuitBreaker, CircuitOpenError
+from orchestrator.breaker import (
+    CallTimeoutError,
+    CircuitBreaker,
+    CircuitOpenError,
+    WorkersBusyError,
+)
 from orchestrator.deadline_pool import DeadlinePool
 
 KEY = "appointment_booking:service:7"
@@ -311,11 +316,19 @@ def test_listener_killed_polls_then_listens_again(dsn, conn, monkeypatch, caplog
 
 # --- the shared worker pool ------------------------------------------------------------
 
+def _small_pool(monkeypatch, workers: int, per_key: int | None = None) -> DeadlinePool:
+    pool = DeadlinePool(lambda: breaker_mod.WORKERS, "test-breaker-worker",
+                        breaker_mod._per_key_workers)
+    monkeypatch.setattr(breaker_mod, "_WORKER_POOL", pool)
+    monkeypatch.setattr(breaker_mod, "_NOT_STARTED", breaker_mod._NotStarted())
+    monkeypatch.setattr(breaker_mod, "WORKERS", workers)
+    monkeypatch.setattr(breaker_mod, "WORKERS_PER_KEY", per_key)
+    return pool
+
+
 def test_sync_calls_share_a_bounded_pool_and_stuck_ones_cannot_grow_it(dsn, conn,
                                                                        monkeypatch) -> None:
-    pool = DeadlinePool(lambda: breaker_mod.WORKERS, "test-breaker-worker")
-    monkeypatch.setattr(breaker_mod, "_WORKER_POOL", pool)
-    monkeypatch.setattr(breaker_mod, "WORKERS", 2)
+    pool = _small_pool(monkeypatch, workers=2, per_key=2)
     for key, value in (("timeout_seconds", "0.3"), ("failure_threshold", "5")):
         conn.execute("SELECT consistency.set_setting(%s, %s::jsonb, 'test')",
                      (f"circuit_breaker.{key}", value))
@@ -339,20 +352,59 @@ def test_sync_calls_share_a_bounded_pool_and_stuck_ones_cannot_grow_it(dsn, conn
     for t in callers:
         t.join(5)
     assert [e.started for e in errors] == [True, True]
+    assert db_row(conn) == ("closed", 2), "each call abandoned at its deadline is a failure"
 
     ran: list[int] = []
     started = time.monotonic()
-    with pytest.raises(CallTimeoutError) as waited:
+    with pytest.raises(WorkersBusyError) as waited:
         breaker.call(lambda: ran.append(1))
     assert time.monotonic() - started < 1.5
-    assert waited.value.started is False and "workers busy" in str(waited.value)
+    assert waited.value.started is False and "not started" in str(waited.value)
+    assert isinstance(waited.value, CallTimeoutError), "callers catching timeouts still do"
     assert pool.threads == 2
-    assert db_row(conn) == ("closed", 3), "the call dropped at its deadline is not a failure"
+    assert db_row(conn) == ("closed", 2), "the call dropped at its deadline is not a failure"
+    assert breaker_mod.not_started(KEY) == 1
     release.set()
     assert breaker.call(lambda: "free again") == "free again"
     time.sleep(0.1)
     assert ran == [], "a call dropped at its deadline ran later"
     assert pool.threads == 2
+
+
+def test_a_hanging_service_holds_its_share_of_workers_and_opens_no_other_circuit(
+        dsn, conn, monkeypatch, caplog) -> None:
+    """Four workers; four calls of calendar:A hang. A holds two workers (its
+    share), its other two calls are dropped unstarted (no failure of A's);
+    calendar:B's calls still get workers and run, and B stays closed."""
+    pool = _small_pool(monkeypatch, workers=4)
+    conn.execute("SELECT consistency.set_setting('circuit_breaker.timeout_seconds', '0.5', 't')")
+    conn.commit()
+    a, b = CircuitBreaker("calendar:A", dsn=dsn), CircuitBreaker("calendar:B", dsn=dsn)
+    caplog.set_level(logging.WARNING, logger="orchestrator.breaker")
+    release = threading.Event()
+    outcomes: list[str] = []
+
+    def hang() -> None:
+        try:
+            a.call(release.wait, 10)
+        except CallTimeoutError as exc:
+            outcomes.append(type(exc).__name__)
+
+    callers = [threading.Thread(target=hang) for _ in range(4)]
+    try:
+        for t in callers:
+            t.start()
+        eventually(lambda: pool.busy("calendar:A") == 2, 1, "A holds its share")
+        assert [b.call(lambda: "ok") for _ in range(4)] == ["ok"] * 4
+        for t in callers:
+            t.join(5)
+        assert sorted(outcomes) == ["CallTimeoutError"] * 2 + ["WorkersBusyError"] * 2
+        assert b.state() == "closed" and db_row(conn, "calendar:B") in (None, ("closed", 0))
+        assert db_row(conn, "calendar:A") == ("closed", 2), "only A's started calls failed"
+        assert breaker_mod.not_started("calendar:A") == 2 and breaker_mod.not_started() == 2
+        assert any("not counted as failures" in r.getMessage() for r in caplog.records)
+    finally:
+        release.set()
 
 
 # --- database errors never reach the booking code --------------------------------------

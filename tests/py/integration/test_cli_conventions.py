@@ -80,8 +80,8 @@ def test_commands_that_change_something_report_it_as_json(conn, dsn, run_cli) ->
     conn.commit()
     assert json.loads(run_cli("relay", "redrive", "--json", "--dsn", dsn).out) == \
         {"redriven": 0}
-    assert json.loads(run_cli("relay", "forget-sink", str(sink), "--json", "--dsn",
-                              dsn).out) == {"forgotten": sink}
+    assert json.loads(run_cli("relay", "forget-sink", str(sink), "--force", "--json",
+                              "--dsn", dsn).out) == {"forgotten": sink}
 
 
 def test_every_json_timestamp_is_iso_8601(conn, dsn, run_cli) -> None:

@@ -234,6 +234,39 @@ def test_the_every_loop_survives_any_database_error(dsn, caplog) -> None:
     assert reports and not loop.is_alive(), "the loop did not run again once the error was gone"
 
 
+def test_the_every_loop_ended_by_a_bug_leaves_no_connection_behind(dsn) -> None:
+    """An error that is no database error escapes check_loop (here from the
+    caller's on_result; `up` restarts the part): its connection is closed,
+    not left to the garbage collector while the error (its traceback, the
+    loop's frame) is still held somewhere."""
+    from datetime import timedelta
+
+    from orchestrator import monitor
+
+    class Bug(Exception):
+        pass
+
+    def on_result(report) -> None:
+        raise Bug("a bug in the caller")
+
+    def loop_connections() -> int:
+        with psycopg.connect(dsn) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity"
+                                " WHERE application_name = 'consistency check --every'"
+                                ).fetchone()[0]
+
+    held = []
+    for _ in range(3):  # as `up` restarting the part would
+        with pytest.raises(Bug) as escaped:
+            monitor.check_loop(dsn, timedelta(seconds=60), threading.Event(),
+                               on_result=on_result)
+        held.append(escaped.value)
+    deadline = time.monotonic() + 5
+    while loop_connections() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert loop_connections() == 0, f"{len(held)} errors held, their connections still open"
+
+
 def test_a_failed_correction_is_shown_and_exits_1(conn, dsn, run_cli) -> None:
     conn.execute("""
         INSERT INTO calls (external_call_id, session_outcome, created_at)

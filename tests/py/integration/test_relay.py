@@ -195,6 +195,80 @@ def test_too_many_requests_honours_retry_after(dsn, http) -> None:
     assert 25 < float(wait) <= 30
 
 
+@pytest.mark.parametrize("value", ["1e300", "inf", "nan", "-5", "Fri, 31 Dec 9999 23:59:59 GMT"])
+def test_a_retry_after_beyond_reason_waits_at_most_until_the_give_up_age(dsn, http,
+                                                                        value) -> None:
+    http.recorder.script["/limited"] = [(429, {"Retry-After": value}, b"slow down")]
+    relay = make_relay(dsn, [http.url("webhook+http", "/limited")],
+                       RelayOptions(**{**FAST.__dict__, "give_up_after": 3600.0}))
+    raise_alerts(dsn, 1)
+    assert relay.run(once=True).retried == 1
+    with psycopg.connect(dsn) as conn:
+        status, wait = conn.execute(
+            "SELECT status, extract(epoch FROM next_attempt_at - created_at)"
+            "  FROM consistency.relay_deliveries").fetchone()
+    assert status == "pending"
+    assert 0 <= float(wait) <= 3600, "never later than the give-up age"
+
+
+def test_an_infinite_retry_after_stops_neither_of_two_relays(dsn, http) -> None:
+    """A webhook answering 429 with Retry-After: inf, served by two relays
+    (what `up` restarting a crashed relay amounts to): both keep running,
+    the healthy sink gets every alert once, the limited one is retried."""
+    http.recorder.always["/limited"] = 429
+    http.recorder.always_headers["/limited"] = {"Retry-After": "inf"}
+    urls = [http.url("webhook+http", "/limited"), http.url("webhook+http", "/ok")]
+    first, second = make_relay(dsn, urls), make_relay(dsn, urls)
+    with Background(first), Background(second):
+        ids = raise_alerts(dsn, 5)
+        assert http.recorder.wait_for(lambda: len(http.recorder.to("/limited")) >= 10)
+        assert http.recorder.wait_for(lambda: sorted(http.recorder.accepted("/ok")) == ids)
+        assert not first.stopping and not second.stopping
+    assert sorted(http.recorder.accepted("/ok")) == ids
+    assert first.stats.retried + second.stats.retried >= 10
+
+
+def test_an_outcome_the_database_refuses_to_record_never_stops_the_relay(dsn, http,
+                                                                        caplog) -> None:
+    """Recording a failure fails in the database: for /poison because of what
+    the server answered (recorded again without it), for /stuck whatever is
+    written (left to its lease, retried, buried at the attempt limit). The
+    relay goes on, and the healthy sink gets everything once."""
+    http.recorder.always.update({"/poison": 500, "/stuck": 500})
+    http.recorder.script["/poison"] = [(500, {}, b"poison")] * 50
+    urls = [http.url("webhook+http", p) for p in ("/poison", "/stuck", "/ok")]
+    relay = make_relay(dsn, urls, RelayOptions(**{**FAST.__dict__, "lease_seconds": 1.0,
+                                                  "max_attempts": 2}))
+    stuck = _sink_id(dsn, relay, 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE consistency.relay_deliveries ADD CONSTRAINT no_poison"
+                     " CHECK (last_error NOT LIKE '%%poison%%')")
+        conn.execute(f"ALTER TABLE consistency.relay_deliveries ADD CONSTRAINT stuck_never_fails"
+                     f" CHECK (sink_id <> {stuck} OR status <> 'pending' OR attempts = 0)")
+    caplog.set_level(logging.ERROR, logger="consistency.relay")
+
+    def statuses() -> list[str]:
+        return [status for a, name, status, *_ in deliveries(dsn) if a == alert_id]
+
+    with Background(relay):
+        [alert_id] = raise_alerts(dsn, 1)
+        assert wait_until(lambda: sorted(statuses()) == ["dead", "dead", "delivered"]), \
+            statuses()
+        assert not relay.stopping
+    rows = {name: (status, attempts, error) for a, name, status, attempts, error, _
+            in deliveries(dsn) if a == alert_id}
+    poison, stuck_row, ok = (rows[s.name] for s in relay.sinks)
+    assert poison[0] == "dead" and "poison" not in poison[2]
+    assert "could not be recorded" in poison[2]
+    assert stuck_row[:2] == ("dead", 2)
+    assert ok[:2] == ("delivered", 1)
+    assert http.recorder.accepted("/ok")[0] == alert_id
+    assert relay.stats.unrecorded >= 2
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "recording the failure failed (CheckViolation, SQLSTATE 23514)" in logged
+    assert "the failure is not recorded" in logged
+
+
 def test_client_error_is_dead_at_once_and_tells_the_other_sinks(dsn, http) -> None:
     http.recorder.always["/broken"] = 400
     relay = make_relay(dsn, [http.url("webhook+http", "/broken"), http.url("webhook+http", "/ok")])
@@ -530,11 +604,46 @@ def test_relay_sinks_and_forget_sink_cli(dsn, run_cli) -> None:
     listed = run_cli("relay-sinks", "--dsn", dsn, "--json")
     assert listed.code == 0 and '"status": "pending"' in listed.out
     assert "pending" in run_cli("relay-sinks", "--dsn", dsn).out
-    assert run_cli("relay", "forget-sink", "--dsn", dsn, str(sink_id)).code == 0
+    served = run_cli("relay", "forget-sink", "--dsn", dsn, str(sink_id))
+    assert served.code == 2 and f"sink {sink_id} was served by a relay 0 s ago" in served.err
+    assert "--force" in served.err
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM consistency.relay_deliveries").fetchone()[0] == 1
+        conn.execute("UPDATE consistency.relay_sinks SET last_seen_at = now() - interval '61 s'")
+        conn.commit()
+    assert run_cli("relay", "forget-sink", "--dsn", dsn, str(sink_id)).code == 0, \
+        "a sink no relay served for a minute is forgotten"
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM consistency.relay_deliveries").fetchone()[0] == 0
     again = run_cli("relay-forget-sink", "--dsn", dsn, str(sink_id))
     assert again.code == 2 and "no relay sink" in again.err
+
+
+def test_a_sink_forgotten_while_served_is_registered_again_with_what_it_missed(
+        dsn, http, run_cli, caplog) -> None:
+    """`relay forget-sink --force` under a running relay: its next heartbeat
+    finds the sink gone, registers it again and hands it the alerts raised
+    since, which the forgetting took away with the delivery rows."""
+    caplog.set_level(logging.WARNING, logger="consistency.relay")
+    relay = make_relay(dsn, [http.url("webhook+http", "/hook")],
+                       RelayOptions(**{**FAST.__dict__, "heartbeat_seconds": 0.5}))
+    old_id = _sink_id(dsn, relay, 0)
+    with Background(relay):
+        first = raise_alerts(dsn, 1)
+        assert http.recorder.wait_for(lambda: http.recorder.accepted("/hook") == first)
+        forgot = run_cli("relay", "forget-sink", "--dsn", dsn, str(old_id), "--force")
+        assert forgot.code == 0, forgot
+        missed = raise_alerts(dsn, 2, first=10)
+        # At least once: what was raised shortly before the forgetting may
+        # come again, under its own idempotency key.
+        assert http.recorder.wait_for(
+            lambda: set(http.recorder.accepted("/hook")) == {*first, *missed}, 10)
+    assert sorted(i for i in http.recorder.accepted("/hook") if i in missed) == missed
+    new_id = _sink_id(dsn, relay, 0)
+    assert new_id != old_id
+    assert {(status, n) for _, _, status, n, *_ in deliveries(dsn)} == {("delivered", 1)}
+    assert any(f"(id {old_id}) was forgotten while this relay serves it: registered again as id "
+               f"{new_id}" in r.getMessage() for r in caplog.records)
 
 
 # --- outages, deadlines, hanging sinks, give-up and re-drive ---------------------
@@ -592,6 +701,67 @@ def test_outage_of_40_s_loses_nothing_and_give_up_then_redrive(dsn, http, run_cl
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT actor, after ->> 'deliveries' FROM consistency.audit_log"
                             " WHERE action = 'relay_redrive'").fetchall() == [("ops", "10")]
+
+
+def test_redrive_racing_retention_keeps_the_redriven_deliveries(dsn) -> None:
+    """`relay redrive` not yet committed while archive_alerts runs: the
+    re-driven alerts stay (skipped by the batch), and so do their deliveries,
+    pending again once the re-drive commits."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT consistency.relay_register_sink(%s, 'webhook+https://x/***',"
+                     " 'webhook+https')", ["c" * 64])
+        ids = raise_alerts(dsn, 3)
+        conn.execute("UPDATE consistency.relay_deliveries SET status = 'dead', dead_at = now()")
+    archived: list[int] = []
+    with psycopg.connect(dsn) as redrive, psycopg.connect(dsn, autocommit=True) as archive:
+        assert redrive.execute("SELECT consistency.relay_redrive(NULL, NULL, NULL, 'ops')"
+                               ).fetchone()[0] == 3
+        batch = threading.Thread(target=lambda: archived.append(archive.execute(
+            "SELECT consistency.archive_alerts('0 seconds')").fetchone()[0]))
+        batch.start()
+        batch.join(1.0)
+        redrive.commit()
+        batch.join(10)
+    assert archived == [0], "the batch skipped the alerts being re-driven"
+    assert [(alert_id, status) for alert_id, _, status, *_ in deliveries(dsn)] == [
+        (i, "pending") for i in ids]
+
+
+def test_a_redrive_committed_during_a_retention_batch_is_seen_before_the_delete(dsn) -> None:
+    """The narrower window: the re-drive commits after an archive batch took
+    its snapshot but before it locked the alerts (widened here by a pause in
+    the batch's first archivability check). The batch checks again under
+    its locks and leaves the alerts and their pending deliveries alone."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT consistency.relay_register_sink(%s, 'webhook+https://x/***',"
+                     " 'webhook+https')", ["d" * 64])
+        ids = raise_alerts(dsn, 2)
+        conn.execute("UPDATE consistency.relay_deliveries SET status = 'dead', dead_at = now()")
+        # STABLE: the pause keeps the batch's snapshot, as the SQL original does.
+        conn.execute("""
+            CREATE OR REPLACE FUNCTION consistency._archivable(p_alert_id bigint)
+            RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+            BEGIN
+                IF current_setting('test.pause_once', true) = 'on' THEN
+                    PERFORM set_config('test.pause_once', 'off', false);
+                    PERFORM pg_sleep(1.5);
+                END IF;
+                RETURN NOT consistency._alert_has_pending_delivery(p_alert_id);
+            END $$""")
+    archived: list[int] = []
+    with psycopg.connect(dsn, autocommit=True) as archive:
+        archive.execute("SET test.pause_once = 'on'")
+        batch = threading.Thread(target=lambda: archived.append(archive.execute(
+            "SELECT consistency.archive_alerts('0 seconds')").fetchone()[0]))
+        batch.start()
+        time.sleep(0.3)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT consistency.relay_redrive(NULL, NULL, NULL, 'ops')"
+                                ).fetchone()[0] == 2
+        batch.join(10)
+    assert archived == [0]
+    assert [(alert_id, status) for alert_id, _, status, *_ in deliveries(dsn)] == [
+        (i, "pending") for i in ids]
 
 
 def test_once_attempts_each_due_delivery_once_and_exits_1_then_0(dsn, http, run_cli) -> None:

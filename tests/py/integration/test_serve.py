@@ -6,8 +6,10 @@ standby), the token, the rate limit, /healthz across a database restart."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -319,6 +321,35 @@ def test_status_rejects_bad_hours(dsn, serve) -> None:
     assert data["hours"] == 2 and len(data["series"]) == 2
 
 
+def test_a_flood_of_healthz_looks_at_the_database_once_a_second(dsn, serve) -> None:
+    """/healthz is open to anyone: 40 clients asking at once for ~2.5 s get
+    answers from a handful of looks at the database (at most one a second,
+    each at most a second old), and /metrics is still served meanwhile."""
+    base = serve(dsn)
+    answers: list[tuple[int, float, float]] = []
+    stop = time.monotonic() + 2.5
+
+    def ask() -> None:
+        with httpx.Client(timeout=10) as client:
+            while time.monotonic() < stop:
+                answer = client.get(f"{base}/healthz")
+                answers.append((answer.status_code, time.monotonic(),
+                                answer.json()["database"].get("age_seconds", -1)))
+
+    askers = [threading.Thread(target=ask) for _ in range(40)]
+    for t in askers:
+        t.start()
+    assert scrape(base), "/metrics answers during the flood"
+    for t in askers:
+        t.join(15)
+    assert len(answers) > 100 and {status for status, _, _ in answers} == {200}
+    assert all(0 <= age < server.HEALTH_PROBE_SECONDS + 0.5 for _, _, age in answers)
+    # serve runs in this process: one clock for when each answer's look was taken.
+    instants = sorted(received - age for _, received, age in answers)
+    looks = 1 + sum(b - a > 0.5 for a, b in itertools.pairwise(instants))
+    assert looks <= 4, looks
+
+
 # --- /healthz across a database restart ------------------------------------------------------
 
 def test_healthz_follows_the_database_without_a_restart(own_cluster, serve) -> None:
@@ -326,7 +357,10 @@ def test_healthz_follows_the_database_without_a_restart(own_cluster, serve) -> N
     assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200
     own_cluster.stop()
     try:
-        down = httpx.get(f"{base}/healthz", timeout=15)
+        deadline = time.monotonic() + server.HEALTH_PROBE_SECONDS + 2
+        while (down := httpx.get(f"{base}/healthz", timeout=15)).status_code == 200:
+            assert time.monotonic() < deadline, "healthz went on reporting a stopped database"
+            time.sleep(0.1)
         assert down.status_code == 503
         assert down.json()["database"]["state"] == "unavailable"
         metrics = scrape(base)

@@ -77,3 +77,15 @@ def test_no_dsn_and_no_server_names_where_a_database_is_given(tmp_path) -> None:
     assert proc.stderr.startswith("error: cannot connect to PostgreSQL")
     assert "--dsn" in proc.stderr and "DATABASE_URL" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("path", [(), *EVERY_COMMAND], ids=lambda p: " ".join(p) or "consistency")
+def test_every_description_is_wrapped_as_one_text(path, run_cli) -> None:
+    """Each paragraph of a command's description starts at the usual indent
+    and is rewrapped without the docstring's own indentation left in it."""
+    result = run_cli(*path, "--help")
+    lines = result.out.splitlines()
+    description = lines[1:lines.index("  Example:")]
+    for line in filter(None, description):
+        assert line.startswith("  ") and not line.startswith("   "), line
+        assert "   " not in line.strip(), line
