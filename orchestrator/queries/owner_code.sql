@@ -215,7 +215,9 @@ routine_hazard (line) AS (
      WHERE NOT p.prosecdef
        AND CASE WHEN p.oid < 16384::oid THEN
                     (p.provolatile = 'v'::"char"
-                     AND p.proname::text <> ALL ('{nextval,currval,clock_timestamp,timeofday,random,gen_random_uuid,suppress_redundant_updates_trigger,tsvector_update_trigger,tsvector_update_trigger_column}'::text[]))
+                     AND p.proname::text <> ALL ('{nextval,currval,clock_timestamp,timeofday,random,gen_random_uuid,suppress_redundant_updates_trigger,tsvector_update_trigger,tsvector_update_trigger_column}'::text[])
+                     -- The statistics collector's counters: read only.
+                     AND p.proname::text NOT LIKE 'pg\_stat\_get\_%%'::text)
                     -- Stable, but they read whatever relation they are given.
                     OR p.proname::text LIKE '%%\_to\_xml%%'::text
                 WHEN p.prosqlbody IS NOT NULL THEN
