@@ -57,15 +57,25 @@ _COMMENT = re.compile(r"--[^\n]*")
 _REFERENCE = re.compile(r"\b(consistency|public)\.(\w+)(\s*\()?")
 
 
+_WRITTEN = re.compile(r"\b(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+((?:consistency|public)\.\w+)",
+                      re.IGNORECASE)
+
+
 @cache
-def references(text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def references(text: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """The relations and the routines of schemas consistency and public that
-    a query's text names (comments aside), as ``schema.name``."""
+    a query's text names (comments aside), as ``schema.name``, and the
+    relations it writes itself (their triggers and defaults run too)."""
     relations: dict[str, None] = {}
     routines: dict[str, None] = {}
-    for schema, name, call in _REFERENCE.findall(_COMMENT.sub("", text)):
+    code = _COMMENT.sub("", text)
+    for schema, name, call in _REFERENCE.findall(code):
         (routines if call else relations)[f"{schema}.{name}"] = None
-    return tuple(relations), tuple(routines)
+    written = dict.fromkeys(_WRITTEN.findall(code))
+    for name in written:  # INSERT INTO t (columns) is no call of t
+        routines.pop(name, None)
+        relations[name] = None
+    return tuple(relations), tuple(routines), tuple(written)
 
 
 @dataclass
@@ -118,9 +128,9 @@ class Guard:
     def run(self, conn: psycopg.Connection, name: str, params: db.Params,
             prepare: bool | None) -> psycopg.Cursor[Any]:
         text = db.query(name)
-        relations, routines = references(text)
-        self.check(conn, relations=relations, routines=routines)
-        if not routines:
+        relations, routines, writes = references(text)
+        self.check(conn, relations=relations, routines=routines, writes=writes)
+        if not routines and not writes:
             return conn.execute(text, params, prepare=prepare)
         idle = conn.info.transaction_status == TransactionStatus.IDLE
         with conn.transaction() if conn.autocommit and idle else nullcontext():

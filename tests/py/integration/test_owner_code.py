@@ -108,10 +108,11 @@ def test_every_query_passes_the_check_on_the_guard_as_installed(dsn: str) -> Non
     with db.connect(dsn, autocommit=True, owner_code=owner_code.OFF) as conn:
         found = {}
         for name, text in db.queries().items():
-            relations, routines = owner_code.references(text)
+            relations, routines, writes = owner_code.references(text)
             if name.startswith(("bench_", "demo_")) or not (relations or routines):
                 continue
-            found[name] = check.hazards(conn, relations=relations, routines=routines)
+            found[name] = check.hazards(conn, relations=relations, routines=routines,
+                                        writes=writes)
     assert len(found) > 20 and not any(found.values()), {k: v for k, v in found.items() if v}
 
 
@@ -192,6 +193,23 @@ def test_a_deferred_trigger_queued_by_the_owners_code_never_fires(guard, run_cli
     with db.connect(guard.admin_dsn, autocommit=True) as conn, \
             pytest.raises(GuardError, match="deferrable trigger bait_later"):
         db.value(conn, "set_setting", key="monitoring.recent_hours", value="2", actor="t")
+    assert not guard.owner_is_superuser()
+
+
+def test_a_query_that_writes_a_table_fires_none_of_the_owners_triggers(guard) -> None:
+    guard.plant("""
+        CREATE FUNCTION public.on_write() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM public.escalate();
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER on_write BEFORE INSERT OR UPDATE ON consistency.schema_definitions
+            FOR EACH ROW EXECUTE FUNCTION public.on_write();
+    """)
+    with db.connect(guard.admin_dsn, autocommit=True) as conn, pytest.raises(
+            GuardError, match="trigger on_write on consistency.schema_definitions runs "
+                              r"public.on_write\(\) \(not SECURITY DEFINER\)"):
+        db.execute(conn, "record_definition", path="x", sha256="y")
     assert not guard.owner_is_superuser()
 
 
