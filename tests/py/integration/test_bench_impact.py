@@ -4,17 +4,9 @@ one table (here its JSON) with every expected row, and the plot."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
     "triggers.insert_1", "triggers.insert_select_100", "triggers.insert_100_single",
@@ -51,42 +43,3 @@ def test_options_before_a_subcommand_are_refused(run_cli: Callable[..., Any]) ->
     assert result.code == 2
     assert "put the options after `check`" in result.err
 
-
-def test_sigterm_removes_the_bench_cluster() -> None:
-    """Without --dsn the bench runs on a throwaway cluster of its own; SIGTERM
-    (kill, systemd, docker stop) removes it as Ctrl-C does."""
-    # The cluster's directory is made under TMPDIR: one of this test's own,
-    # which the server's OS user may enter.
-    holder = Path(tempfile.mkdtemp(prefix="bench-sigterm-"))
-    holder.chmod(0o755)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "bench", "--tiny"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "TMPDIR": str(holder)})
-    seen = []
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if line.startswith("bench ("):
-                break
-        (base,) = holder.iterdir()
-        postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
-        proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, "".join(seen) + rest
-    assert not base.exists(), "".join(seen) + rest
-    holder.rmdir()
-    deadline = time.monotonic() + 10
-    while _alive(postmaster) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(postmaster)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -1,5 +1,6 @@
 """`consistency demo` end to end: on the test cluster's server and on a
-throwaway cluster of its own, Ctrl-C mid-run, bad input. Short runs at high
+throwaway cluster of its own, Ctrl-C or SIGTERM mid-run (the bench's
+throwaway cluster too), bad input. Short runs at high
 speed (about a minute in all)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +41,15 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def removed(base: Path, postmaster: int) -> None:
+    """The cluster's directory is gone and its server stops (within 10 s)."""
+    assert not base.exists()
+    deadline = time.monotonic() + 10
+    while alive(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(postmaster)
 
 
 def test_demo_on_a_server_counts_what_the_database_holds(run_cli: Callable[..., object],
@@ -132,11 +143,35 @@ def test_ctrl_c_mid_run_removes_the_cluster(sig: signal.Signals) -> None:
             proc.kill()
     assert proc.returncode == 130, "".join(seen) + rest
     assert "removed the throwaway cluster" in rest
-    assert not base.exists()
-    deadline = time.monotonic() + 10
-    while alive(postmaster) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(postmaster)
+    removed(base, postmaster)
+
+
+def test_sigterm_removes_the_bench_cluster() -> None:
+    """Without --dsn the bench runs on a throwaway cluster of its own; SIGTERM
+    (kill, systemd, docker stop) removes it as Ctrl-C does."""
+    # The cluster's directory is made under TMPDIR: one of this test's own,
+    # which the server's OS user may enter.
+    holder = Path(tempfile.mkdtemp(prefix="bench-sigterm-"))
+    holder.chmod(0o755)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "bench", "--tiny"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "TMPDIR": str(holder)})
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("bench ("):
+                break
+        (base,) = holder.iterdir()
+        postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, "".join(seen) + rest
+    removed(base, postmaster)
+    holder.rmdir()
 
 
 def test_a_kept_cluster_is_reached_by_what_the_demo_prints() -> None:
