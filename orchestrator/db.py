@@ -184,6 +184,11 @@ def guard_session(conn: psycopg.Connection, guard: Any) -> None:
     _GUARDED[conn] = guard
 
 
+def session_guard(conn: psycopg.Connection) -> Any:
+    """The guard of a session that is not the guard's owner, else None."""
+    return _GUARDED.get(conn)
+
+
 def _no_dsn_hint(dsn: str) -> str:
     if dsn.strip() or any(os.environ.get(v) for v in _WHERE_VARIABLES):
         return ""
@@ -293,7 +298,7 @@ def run(conn: psycopg.Connection, name: str, params: Params | None = None, *,
     statements). psycopg's errors propagate unchanged. In a session that is
     not the guard's owner, what the query names is checked first
     (orchestrator.owner_code)."""
-    guard = _GUARDED.get(conn)
+    guard = session_guard(conn)
     if guard is not None:
         return guard.run(conn, name, {} if params is None else params, prepare)
     return conn.execute(query(name), {} if params is None else params, prepare=prepare)

@@ -116,6 +116,16 @@ def test_every_query_passes_the_check_on_the_guard_as_installed(dsn: str) -> Non
     assert len(found) > 20 and not any(found.values()), {k: v for k, v in found.items() if v}
 
 
+def test_relay_and_up_run_as_the_owner_only(guard, run_cli) -> None:
+    """They call the owner's functions for as long as they run, on connections
+    of their own: a superuser's would run whatever the owner puts there."""
+    for command in (["relay", "--once", "--sink", "stdout://"], ["up", "--sink", "stdout://"]):
+        result = run_cli(*command, "--dsn", guard.admin_dsn)
+        assert result.code == 2 and result.err.count("\n") == 1, result
+        assert f"runs as the guard's owner {guard.owner}, not as postgres" in result.err, result
+    assert run_cli("relay", "--once", "--sink", "stdout://", "--dsn", guard.owner_dsn).code == 0
+
+
 def test_a_view_standing_in_for_a_guard_table_is_refused(guard, run_cli) -> None:
     guard.plant("""
         ALTER TABLE consistency.schema_definitions RENAME TO schema_definitions_t;
