@@ -122,27 +122,41 @@ def test_demo_without_dsn_leaves_no_cluster_behind(run_cli: Callable[..., object
     assert "consistency rate" in result.out  # the daily report came first
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
-def test_ctrl_c_mid_run_removes_the_cluster(sig: signal.Signals) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "demo", "--minutes", "5"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+def interrupted(args: list[str], ready: str, find: Callable[[str], Path], sig: signal.Signals,
+                settle: float = 0.0, env: dict[str, str] | None = None,
+                ) -> tuple[int, str, Path, int]:
+    """Run the CLI with ``args`` until a stderr line starts with ``ready``,
+    wait ``settle`` seconds, send ``sig``: its exit code, all it printed, the
+    throwaway cluster's directory (``find`` from what it printed first) and
+    the pid of its server."""
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
     seen = []
     try:
         for line in proc.stderr:
             seen.append(line)
-            if line.startswith("playing"):
+            if line.startswith(ready):
                 break
-        base = Path(re.search(r"data in (\S+)", "".join(seen)).group(1))
+        base = find("".join(seen))
         postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
-        time.sleep(2)  # calls, the check loop and the relay are running
+        time.sleep(settle)
         proc.send_signal(sig)
         _, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "removed the throwaway cluster" in rest
+    return proc.returncode, "".join(seen) + rest, base, postmaster
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_mid_run_removes_the_cluster(sig: signal.Signals) -> None:
+    # Two seconds in: calls, the check loop and the relay are running.
+    code, printed, base, postmaster = interrupted(
+        ["demo", "--minutes", "5"], "playing",
+        lambda text: Path(re.search(r"data in (\S+)", text).group(1)), sig, settle=2)
+    assert code == 130, printed
+    assert "removed the throwaway cluster" in printed
     removed(base, postmaster)
 
 
@@ -153,23 +167,10 @@ def test_sigterm_removes_the_bench_cluster() -> None:
     # which the server's OS user may enter.
     holder = Path(tempfile.mkdtemp(prefix="bench-sigterm-"))
     holder.chmod(0o755)
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "bench", "--tiny"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "TMPDIR": str(holder)})
-    seen = []
-    try:
-        for line in proc.stderr:
-            seen.append(line)
-            if line.startswith("bench ("):
-                break
-        (base,) = holder.iterdir()
-        postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
-        proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, "".join(seen) + rest
+    code, printed, base, postmaster = interrupted(
+        ["bench", "--tiny"], "bench (", lambda _: next(holder.iterdir()), signal.SIGTERM,
+        env={**os.environ, "TMPDIR": str(holder)})
+    assert code != 0, printed
     removed(base, postmaster)
     holder.rmdir()
 
