@@ -34,6 +34,14 @@ keeps the owner's rights, whatever it does. So such a session (``Guard``):
 
 migrate, which writes the owner's tables itself, calls ``check`` with the
 tables it writes (orchestrator.migrate).
+
+What this does not close: the check and the statement it clears are two
+steps. An owner who keeps redefining a function (SECURITY DEFINER one moment,
+not the next) may now and then slip between them, the more often a session
+runs (``check --every``). Closing that needs every statement run where
+PostgreSQL refuses RESET ROLE (inside a SECURITY DEFINER routine of the
+owner's); until then, what runs for long runs as the owner: ``relay`` and
+``up`` refuse any other login (orchestrator.cli.common.require_owner).
 """
 
 from __future__ import annotations
