@@ -298,6 +298,10 @@ $$;
 --   _check_correct  one rule's correction of some of those entities, as a part
 --   _check_record   the check_runs row, from every part of the run
 --
+-- The steps the batched run calls from its session are SECURITY DEFINER, as
+-- run_check is: a DBA's session runs them with the owner's rights, never its
+-- own (orchestrator/owner_code.py), and only the owner may execute them.
+--
 -- Detection steps in run order: directions are fixed and orphans re-attached
 -- before the link rules look at the calls; session_outcome_mismatch runs
 -- after every correction, so it reports what really remains.
@@ -359,7 +363,7 @@ CREATE OR REPLACE FUNCTION consistency._check_detect(p_step text, p_since timest
                                                      p_now timestamptz)
 RETURNS TABLE (rule text, ids bigint[], targets bigint[], part jsonb)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- The bulk path's plan is a merge of two ordered scans (calls_pkey, and the
 -- grouped index-only scan of appointments_active_call_idx): no memory, no
 -- spill. A hash join of the same inputs measured 1.5-3x slower at 1M calls
@@ -511,7 +515,7 @@ CREATE OR REPLACE FUNCTION consistency._check_correct(p_rule text, p_ids bigint[
                                                       p_targets bigint[] DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 SET jit = off
 AS $$
@@ -587,7 +591,7 @@ CREATE OR REPLACE FUNCTION consistency._check_record(p_window interval, p_starte
                                                      p_waited numeric, p_parts jsonb)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_rules jsonb;
@@ -649,6 +653,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._check_result(p_run_id bigint)
 RETURNS TABLE (rule text, severity text, found int, corrected int, alerted int)
 LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT r.rule, c.rules -> r.rule ->> 'severity', (c.rules -> r.rule ->> 'found')::int,
            (c.rules -> r.rule ->> 'corrected')::int, (c.rules -> r.rule ->> 'alerted')::int
@@ -712,7 +717,7 @@ CREATE OR REPLACE FUNCTION consistency._check_begin(p_window interval,
     OUT check_window interval, OUT since timestamptz, OUT now timestamptz,
     OUT started_at timestamptz, OUT waited_ms numeric)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     started_at := clock_timestamp();
@@ -732,6 +737,7 @@ $$;
 CREATE OR REPLACE FUNCTION consistency._check_end()
 RETURNS boolean
 LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 RETURN pg_advisory_unlock(consistency._check_lock_key());
 
 CREATE OR REPLACE FUNCTION consistency.check_call(p_call_id bigint)
