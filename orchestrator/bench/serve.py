@@ -10,7 +10,9 @@ of one database, interleaved.
 
 Variants of the scrape, interleaved sample by sample: ``consistency.metrics()`` (the scrape
 query, as consistency_monitor) with the counter deltas folded and with 10,000
-unfolded deltas (folds skipped for a long while); what counting the alerts
+unfolded deltas (folds skipped for a long while); the scrape query from a role
+that is not the guard's owner, as serve's login is in production, whose session
+checks what each query reads and calls first (orchestrator.owner_code); what counting the alerts
 and the deliveries would cost instead of the counters; ``consistency.status()``
 (the dashboard's query); and a whole HTTP scrape of /metrics through serve.
 """
@@ -23,8 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import psycopg
 
-from orchestrator import db
+from orchestrator import db, owner_code
 from orchestrator.bench import Stats, render, scratch_database, server_info
 from orchestrator.bench.dataset import load_dataset
 
@@ -88,6 +91,26 @@ def write_cost(admin_dsn: str, repeat: int) -> list[dict[str, Any]]:
             for name, s in samples.items()]
 
 
+def _watcher(dsn: str) -> psycopg.Connection | None:
+    """A serve session of a role that is not the guard's owner (its named
+    queries checked by orchestrator.owner_code), or None when the admin role
+    cannot act as another role (not a superuser)."""
+    conn = psycopg.connect(db.session_conninfo(dsn), autocommit=True)
+    try:
+        if not db.value(conn, "bench_serve_is_superuser"):
+            conn.close()
+            return None
+        db.execute(conn, "bench_serve_watcher")
+        db.execute(conn, "bench_serve_watcher_grant")
+        db.execute(conn, "bench_serve_become_watcher")
+        owner_code.enter(conn, become_owner=False)
+        db.execute(conn, "serve_session")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def run(admin_dsn: str, calls: int = 1_000_000, alerts: int = 1_000_000, repeat: int = 30,
         progress: Callable[[str], None] | None = None,
         write_repeat: int = 1000) -> dict[str, Any]:
@@ -103,6 +126,7 @@ def run(admin_dsn: str, calls: int = 1_000_000, alerts: int = 1_000_000, repeat:
         monitor = db.connect(dsn, autocommit=True)
         db.execute(monitor, "serve_session")
         owner = db.connect(dsn, autocommit=True)
+        watcher = _watcher(dsn)
         options = server.ServeOptions(port=free_port(), rate_limit="1000000/minute")
         thread, database = server.start(dsn, options)
         http = httpx.Client(base_url=f"http://127.0.0.1:{options.port}", timeout=30)
@@ -121,6 +145,9 @@ def run(admin_dsn: str, calls: int = 1_000_000, alerts: int = 1_000_000, repeat:
             "metrics() (the scrape query)":
                 lambda: timed(lambda: db.one(monitor, "serve_metrics")),
             f"metrics() with {UNFOLDED:,} unfolded deltas": with_deltas,
+            **({} if watcher is None else {
+                "metrics() from a login not the owner (checked)":
+                    lambda: timed(lambda: db.one(watcher, "serve_metrics"))}),
             "counting alerts + archive + deliveries instead":
                 lambda: timed(lambda: db.one(owner, "bench_serve_naive")),
             "status() (dashboard, /api/status)":
@@ -140,6 +167,9 @@ def run(admin_dsn: str, calls: int = 1_000_000, alerts: int = 1_000_000, repeat:
             thread.stop()
             database.close()
             monitor.close()
+            if watcher is not None:
+                watcher.close()
+                db.execute(owner, "bench_serve_drop_watcher")
             owner.close()
     stats = {name: Stats.of(s) for name, s in samples.items()}
     base = stats["metrics() (the scrape query)"].median_ms

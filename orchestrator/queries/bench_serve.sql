@@ -109,3 +109,27 @@ VACUUM ANALYZE public.calls, public.appointments, consistency.alerts,
 -- The variant without what the metric counters add to writers of alerts.
 ALTER TABLE consistency.alerts DISABLE TRIGGER alerts_count;
 DROP INDEX consistency.alerts_call_issue_idx
+
+-- name: bench_serve_is_superuser --
+SELECT current_setting('is_superuser') = 'on'
+
+-- name: bench_serve_watcher --
+-- A role that is not the guard's owner, as serve's login is in production (a
+-- member of consistency_monitor): the session's named queries pass owner_code's
+-- check. Roles are cluster-wide: bench_serve_drop_watcher removes it.
+DO $$
+BEGIN
+    CREATE ROLE cg_bench_watcher NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN
+    NULL;
+END
+$$
+
+-- name: bench_serve_watcher_grant --
+GRANT consistency_monitor TO cg_bench_watcher
+
+-- name: bench_serve_become_watcher --
+SET SESSION AUTHORIZATION cg_bench_watcher
+
+-- name: bench_serve_drop_watcher --
+DROP ROLE IF EXISTS cg_bench_watcher

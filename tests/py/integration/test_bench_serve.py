@@ -14,7 +14,16 @@ def test_bench_serve_runs_and_reports(cluster, run_cli, capsys) -> None:
     assert report["calls"] == 2000
     assert report["alerts"] + report["alerts_archived"] == 3000
     assert report["deliveries"] > 0
-    assert [v["n"] for v in report["variants"]] == [2] * 5
+    assert [v["n"] for v in report["variants"]] == [2] * 6
+    # The harness's admin is a superuser: the scrape also runs from a role that
+    # is not the guard's owner (owner_code's check), and that role is gone after.
+    assert "metrics() from a login not the owner (checked)" in [
+        v["variant"] for v in report["variants"]]
+    import psycopg
+
+    with psycopg.connect(cluster.dsn()) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles"
+                            " WHERE rolname = 'cg_bench_watcher'").fetchone()[0] == 0
     assert report["variants"][0]["ratio"] == 1.0
     assert [w["n"] for w in report["write_cost"]] == [3, 3]
     from orchestrator.bench import serve
