@@ -270,7 +270,8 @@ def test_a_definition_changed_by_hand_is_detected_and_restored(dsn: str, run_cli
 
 
 def test_an_upgrade_brings_settings_within_their_new_bounds(empty_db: str) -> None:
-    migrate.migrate(empty_db, upto="0007_guard_fixes", env={})
+    bounds = MIGRATION_IDS.index("0008_setting_bounds")
+    migrate.migrate(empty_db, upto=MIGRATION_IDS[bounds - 1], env={})
     with psycopg.connect(empty_db) as conn:
         conn.execute("UPDATE consistency.settings SET value = '2147483647' "
                      "WHERE key = 'monitoring.recent_hours'")

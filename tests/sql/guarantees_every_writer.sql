@@ -1,7 +1,7 @@
--- Review fixes of the guarantees: rules at every trigger depth, pending
--- bookings that stop being bookings, the counter guard's unforgeable
--- switch, alerts only for rows really written, and writers that are not
--- consistency_app.
+-- The guarantees hold for every writer and every way of writing: rules at
+-- every trigger depth, pending bookings that stop being bookings, a counter
+-- guard no session setting opens, alerts only for rows really written, and
+-- writers that are not consistency_app.
 BEGIN;
 SELECT plan(30);
 
@@ -58,7 +58,7 @@ SELECT is((SELECT appointment_link_status FROM calls WHERE id = 5), 'cancelled',
 SET LOCAL consistency.resyncing = 'on';
 SELECT throws_ok($$ UPDATE calls SET active_appointment_count = 5 WHERE id = 12 $$, '42501',
                  'calls.active_appointment_count is maintained by consistency-guard',
-                 'the old switch (a custom setting anyone can set) no longer opens the guard');
+                 'a custom setting anyone can set does not open the counter guard');
 RESET consistency.resyncing;
 SET LOCAL ROLE consistency_app;
 SET LOCAL consistency.resyncing = 'on';
