@@ -36,6 +36,8 @@ BEGIN
       INTO v_made, v_outcome, v_link{{ with_links(', v_links') }}
       FROM public.calls c
      WHERE c.id = p_call_id;
+    -- _require_call's error, raised here: reading the call through it would
+    -- cost each validation 5-10 us (a fifth of its time in the server).
     IF NOT FOUND THEN
         RAISE EXCEPTION 'call % does not exist', p_call_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -163,10 +165,7 @@ BEGIN
     -- Lock the call first: two rollbacks of one call serialise here, and an
     -- appointment committed before the lock is seen by the next statement
     -- (READ COMMITTED takes a new snapshot per statement).
-    SELECT * INTO v_before FROM public.calls c WHERE c.id = p_call_id FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'call % does not exist', p_call_id USING ERRCODE = 'no_data_found';
-    END IF;
+    v_before := consistency._require_call(p_call_id, p_lock => true);
 
     v_link_kept := EXISTS (SELECT 1 FROM public.appointments a
                             WHERE a.call_id = p_call_id
