@@ -175,12 +175,19 @@ def _helpers(links: list[SQL]) -> dict[str, Any]:
     def link_array(alias: str) -> SQL:
         return SQL(f"ARRAY[{', '.join(f'{alias}.{c}' for c in links)}]::bigint[]")
 
+    def active(alias: str = "") -> SQL:
+        """The one statement of "an active appointment" (what G1 counts).
+        Rendered as text, so the planner sees plain column tests, and the
+        partial indexes rendered from it match the queries."""
+        row = f"{alias}." if alias else ""
+        return SQL(f"{row}deleted_at IS NULL AND {row}status <> 'cancelled'")
+
     def link_joins(alias: str) -> SQL:
         """One LEFT JOIN per link column to the active appointment it names
         (aliases r1, r2, ...), for link_count()."""
         return SQL("".join(
             f"\n      LEFT JOIN public.appointments r{i} ON r{i}.id = {alias}.{c}"
-            f" AND r{i}.deleted_at IS NULL AND r{i}.status <> 'cancelled'"
+            f" AND {active(f'r{i}')}"
             for i, c in enumerate(links, 1)))
 
     def link_count() -> SQL:
@@ -188,7 +195,7 @@ def _helpers(links: list[SQL]) -> dict[str, Any]:
                    or "0")
 
     return {"with_links": with_links, "refs": refs, "link_array": link_array,
-            "link_joins": link_joins, "link_count": link_count}
+            "active": active, "link_joins": link_joins, "link_count": link_count}
 
 
 def render(text: str, ctx: dict[str, Any], source: str = "<sql>") -> str:

@@ -57,7 +57,7 @@ BEGIN
         SELECT * INTO v_appt
           FROM public.appointments a
          WHERE {{ with_links('(') }}a.call_id = p_call_id{{ with_links(' OR a.id = ANY (v_links))') }}
-           AND a.deleted_at IS NULL AND a.status <> 'cancelled'
+           AND {{ active('a') }}
          ORDER BY a.created_at DESC, a.id DESC
          LIMIT 1;
         IF NOT FOUND THEN
@@ -169,7 +169,7 @@ BEGIN
 
     v_link_kept := EXISTS (SELECT 1 FROM public.appointments a
                             WHERE a.call_id = p_call_id
-                              AND a.deleted_at IS NULL AND a.status <> 'cancelled'){{ with_links('
+                              AND {{ active('a') }}){{ with_links('
                    OR consistency._active_refs(' + link_array('v_before') + ') > 0') }};
 
     -- Rolled back already, for this reason, and alerted: the call would not
