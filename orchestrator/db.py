@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -148,17 +149,44 @@ _WHERE_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGSERVICE")
 
 
 def connect(dsn: str, *, autocommit: bool = False, application_name: str = "consistency",
-            **kwargs: object) -> psycopg.Connection:
+            owner_code: str = "become", **kwargs: object) -> psycopg.Connection:
     """Open a connection (search_path pinned, see SEARCH_PATH) or raise
-    GuardError with a one-line reason."""
+    GuardError with a one-line reason.
+
+    A session that is not the guard's owner is guarded (orchestrator.owner_code):
+    ``owner_code`` "become" also makes it SET ROLE to the owner when it may,
+    "check" only checks, "off" leaves it to the caller (migrate)."""
     try:
-        return psycopg.connect(session_conninfo(dsn), autocommit=autocommit,
+        conn = psycopg.connect(session_conninfo(dsn), autocommit=autocommit,
                                application_name=application_name, **kwargs)
     except psycopg.OperationalError as exc:
         raise GuardError(f"cannot connect to PostgreSQL: {describe_error(exc, dsn)}"
                          f"{_no_dsn_hint(dsn)}") from exc
     except psycopg.ProgrammingError as exc:  # malformed conninfo / URL
         raise GuardError(f"invalid connection string: {describe_error(exc, dsn)}") from exc
+    if owner_code != "off":
+        from orchestrator import owner_code as guards
+
+        try:
+            guards.enter(conn, become_owner=owner_code == "become")
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+# Sessions that are not the guard's owner: their named queries go through
+# their guard (orchestrator.owner_code).
+_GUARDED: weakref.WeakKeyDictionary[psycopg.Connection, Any] = weakref.WeakKeyDictionary()
+
+
+def guard_session(conn: psycopg.Connection, guard: Any) -> None:
+    _GUARDED[conn] = guard
+
+
+def session_guard(conn: psycopg.Connection) -> Any:
+    """The guard of a session that is not the guard's owner, else None."""
+    return _GUARDED.get(conn)
 
 
 def _no_dsn_hint(dsn: str) -> str:
@@ -267,7 +295,12 @@ def run(conn: psycopg.Connection, name: str, params: Params | None = None, *,
         prepare: bool | None = None) -> psycopg.Cursor[Any]:
     """Send named query ``name`` with ``params`` (always a mapping: ``%%`` is
     a literal ``%`` in every query; one that takes none may hold several
-    statements). psycopg's errors propagate unchanged."""
+    statements). psycopg's errors propagate unchanged. In a session that is
+    not the guard's owner, what the query names is checked first
+    (orchestrator.owner_code)."""
+    guard = session_guard(conn)
+    if guard is not None:
+        return guard.run(conn, name, {} if params is None else params, prepare)
     return conn.execute(query(name), {} if params is None else params, prepare=prepare)
 
 

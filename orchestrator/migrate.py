@@ -20,6 +20,7 @@ sent by psycopg without parameters, so ``%`` and ``:name`` in SQL are literal.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +31,16 @@ from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
 from yoyo.connections import parse_uri
 from yoyo.migrations import Migration, MigrationList
 
-from orchestrator import adoption, config, db, render
+from orchestrator import adoption, config, db, owner_code, render
 from orchestrator import profile as profiles
 from orchestrator.errors import GuardError
 from orchestrator.profile import Profile, ProfileError
 
 MIGRATION_TABLE = "_yoyo_migration"
 SCHEMA = "consistency"
+# The search_path of migrate's connection: yoyo names its tables without a
+# schema; pg_temp last, so that no temporary table stands in for one.
+SEARCH_PATH = "consistency, pg_temp"
 # Row of schema_definitions holding the catalog fingerprint of the definitions.
 CATALOG = "@catalog"
 
@@ -83,6 +87,39 @@ class BackfillChange:
     rows: int
 
 
+# Members and databases a note names before it counts the rest.
+NOTE_NAMES = 5
+
+
+@dataclass(frozen=True)
+class RoleUse:
+    """What a guard role is to the rest of the cluster: roles are
+    cluster-wide, so its members have its rights in every database where the
+    guard is installed."""
+
+    role: str
+    other_databases: list[str]
+    members: list[str]
+
+    @property
+    def unused(self) -> bool:
+        return not self.other_databases and not self.members
+
+    def note(self) -> str:
+        where = [*(f"member {m}" for m in self.members),
+                 *(f"database {d}" for d in self.other_databases)]
+        shown = ", ".join(where[:NOTE_NAMES]) + (
+            f" and {len(where) - NOTE_NAMES} more" if len(where) > NOTE_NAMES else "")
+        return (f"role {self.role} is cluster-wide, used by {shown}: each member "
+                f"has its rights in every database of the cluster that has the guard (REVOKE "
+                f"CONNECT ON DATABASE ... FROM PUBLIC where they have no business)")
+
+
+def role_uses(conn: psycopg.Connection) -> list[RoleUse]:
+    return [RoleUse(name, list(dbs), list(members))
+            for name, dbs, members in db.all(conn, "guard_role_uses", roles=list(ROLES))]
+
+
 @dataclass
 class MigrateResult:
     migrations_applied: list[str]
@@ -94,6 +131,8 @@ class MigrateResult:
     backfill: list[BackfillChange] = field(default_factory=list)
     # Differences that do not stop the install, one line each.
     notes: list[str] = field(default_factory=list)
+    # Who else the roles it grants to reach (printed as notes).
+    roles: list[RoleUse] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -142,8 +181,10 @@ def _backend(conninfo: str) -> PostgresqlPsycopgBackend:
         # init_connection then sets search_path to the guard's schema (after
         # pg_catalog, which PostgreSQL searches first when it is not named).
         def connect(self, dburi):  # type: ignore[no-untyped-def]
-            self.schema = SCHEMA
-            return db.connect(conninfo, autocommit=True, application_name="consistency migrate")
+            self.schema = SEARCH_PATH
+            # Who acts for whom is migrate's to check (_refuse_owner_code).
+            return db.connect(conninfo, autocommit=True, application_name="consistency migrate",
+                              owner_code=owner_code.OFF)
 
     # No init_database(): it would create yoyo's lock table in autocommit.
     # yoyo's bookkeeping tables are created inside the migrate transaction
@@ -269,12 +310,15 @@ class _Session:
         self.lock = lock
         self.lock_conn: psycopg.Connection | None = None
         self.backend: PostgresqlPsycopgBackend | None = None
+        # Set when the session is not the guard's owner (_refuse_owner_code).
+        self.guard: owner_code.Guard | None = None
 
     def __enter__(self) -> _Session:
         try:
             if self.lock:
                 self.lock_conn = db.connect(self.conninfo, autocommit=True,
-                                            application_name="consistency migrate (lock)")
+                                            application_name="consistency migrate (lock)",
+                                            owner_code=owner_code.OFF)
                 db.execute(self.lock_conn, "migrate_lock")
             self.backend = _backend(self.conninfo)
         except BaseException:
@@ -292,6 +336,12 @@ class _Session:
     def conn(self) -> psycopg.Connection:
         assert self.backend is not None
         return self.backend.connection
+
+    def repin(self) -> None:
+        """After code of the owner's may have run (a migration's writes fire
+        the guard's triggers): search_path is migrate's again."""
+        if self.guard is not None:
+            self.guard.pin(self.conn, SEARCH_PATH)
 
     def plan(self, profile: Profile,
              upto: str | None = None) -> tuple[MigrationList, MigrationStatus]:
@@ -340,11 +390,56 @@ class _Session:
                                          "applied_at": applied_at}
 
 
+# Routines migrate's own statements call (the migrations and definitions
+# call the guard's functions only after re-creating them, see migrate()).
+MIGRATE_CALLS = ("consistency._adopt", "consistency._ensure_index", "consistency.set_setting")
+
+
+def guard_routine_names(root: Path | None = None) -> list[str]:
+    """The names of every routine the guard's SQL defines in its schema."""
+    root = root or db.sql_dir()
+    found: set[str] = set()
+    for path in root.rglob("*.sql"):
+        found.update(_DEFINED.findall(path.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+_DEFINED = re.compile(r"\b(?:FUNCTION|PROCEDURE)\s+consistency\.(\w+)\s*\(", re.IGNORECASE)
+
+
+def _refuse_owner_code(session: _Session, ownership: Ownership, *, installing: bool) -> None:
+    """Before anything else is read: a session that is not the guard's owner
+    (a DBA migrating for it) refuses to run what the owner could have put in
+    its way (orchestrator.owner_code): in what it reads (the guard's schema,
+    calls, appointments), and, installing, in the tables it writes, and
+    look-alikes of the guard's or PostgreSQL's functions."""
+    session.guard = owner_code.guard_for(session.conn, ownership.owner)
+    guard = session.guard
+    if guard is None:
+        return
+    conn = session.conn
+    with owner_code.pinned(conn, guard, SEARCH_PATH):
+        relations = [r[0] for r in conn.execute(db.query("owner_code_guard_relations"))]
+        relations += ["public.calls", "public.appointments"]
+        guard.check(conn, relations=relations, writes=relations if installing else (),
+                    routines=MIGRATE_CALLS if installing else (), known=guard_routine_names())
+
+
+def _refuse_deferred_owner_code(session: _Session) -> None:
+    """Last, inside the transaction: no deferrable trigger that COMMIT would
+    fire with the session's rights (a function of the owner's may have
+    created one)."""
+    if session.guard is not None:
+        with owner_code.pinned(session.conn, session.guard, SEARCH_PATH):
+            session.guard.check(session.conn)
+
+
 def status(dsn: str | None = None, env: Mapping[str, str] | None = None) -> MigrationStatus:
     """What is applied and pending. Reads only: on an empty database too, it
     creates nothing (no schema, no bookkeeping table)."""
     with _Session(dsn, env, lock=False) as session:
-        check_ownership(session.conn, None, installing=False)
+        ownership = check_ownership(session.conn, None, installing=False)
+        _refuse_owner_code(session, ownership, installing=False)
         stored, shown = session.stored_profile()
         status = session.plan(stored or profiles.DEFAULT)[1]
         status.profile = shown
@@ -369,6 +464,7 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
     given = profiles.load(profile) if profile is not None else None
     with _Session(dsn, env) as session:
         ownership = check_ownership(session.conn, owner, installing=True)
+        _refuse_owner_code(session, ownership, installing=True)
         stored, _ = session.stored_profile()
         effective = given[0] if given else stored or profiles.DEFAULT
         changed_profile = given is not None and (
@@ -391,6 +487,11 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
             # with PUBLIC execute rights.
             to_define = [d for d in definitions
                          if d.path in changed or (changed and d.path == "privileges.sql")]
+        if session.guard is not None and upto is None and (pending or to_define
+                                                          or changed_profile):
+            # For another role, every function is the guard's own text again
+            # before a definition or the back-fill calls it.
+            to_define = definitions
         result = MigrateResult([m.id for m in pending], [d.path for d in to_define], dry_run,
                                profile=effective.name, profile_changed=changed_profile)
         adopt = Adoption(effective, given[1] if given else None,
@@ -399,6 +500,7 @@ def migrate(dsn: str | None = None, *, dry_run: bool = False, reapply: bool = Fa
                              pending or changed_profile))
         _apply(session, ownership, pending, to_define, definitions,
                env if upto is None else {}, adopt, result, dry_run=dry_run)
+        result.roles = [use for use in role_uses(session.conn) if not use.unused]
         return result
 
 
@@ -453,6 +555,7 @@ def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
         for migration in pending:
             text = Path(migration.path).read_text(encoding="utf-8")
             _run_sql(conn, render.render(text, ctx, migration.id), migration.id)
+            session.repin()
             backend.log_migration(migration, "apply")
             backend.mark_one(migration, log=False)
         if adopt.store:
@@ -470,6 +573,7 @@ def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
             conn.execute("SET LOCAL check_function_bodies = off")
         for definition in to_define:
             _run_sql(conn, definition.text, definition.path)
+            session.repin()
             db.execute(conn, "record_definition", path=definition.path, sha256=definition.sha256)
         if to_define:
             db.execute(conn, "record_definition", path=CATALOG, sha256=session.fingerprint())
@@ -480,10 +584,12 @@ def _apply(session: _Session, ownership: Ownership, pending: MigrationList,
                 rows = conn.execute(db.query("adopt"), {"profile": adopt.profile.name}).fetchall()
             except psycopg.Error as exc:
                 raise GuardError(f"back-fill: {db.describe_error(exc)}") from exc
+            session.repin()
             result.backfill = [BackfillChange(r[0], r[1], r[2], dict(r[3] or {}), int(r[4]))
                                for r in rows]
         if env != {}:
             result.settings_changed = config.sync_from_env(conn, "consistency migrate", env)
+        _refuse_deferred_owner_code(session)
 
 
 def _run_sql(conn: psycopg.Connection, text: str, label: str) -> None:

@@ -7,6 +7,12 @@ Binaries come from the system (``pg_config --bindir``, else the newest
 root, so as root every server command runs as the ``postgres`` OS user through
 ``runuser``; otherwise as the current user. The cluster lives in one
 temporary directory (data, log, socket) that ``destroy()`` removes.
+
+It trusts whoever connects, so it listens on no TCP port at all: only on a
+Unix socket in that directory, which is mode 0700, so that only the server's
+OS user (and root) reach it. Any other local user, who could otherwise log
+in as the superuser and run programs (COPY ... TO PROGRAM), is refused by
+the file system.
 """
 
 from __future__ import annotations
@@ -20,16 +26,19 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 from orchestrator.errors import GuardError
 
-# What every cluster of ours listens on and logs.
+# What every cluster of ours listens on (its socket directory only) and logs.
 BASE_SETTINGS = {
-    "listen_addresses": "'127.0.0.1'",
+    "listen_addresses": "''",
+    "unix_socket_permissions": "0700",
     "max_connections": "200",
     "max_locks_per_transaction": "256",
     "log_min_messages": "warning",
@@ -113,7 +122,6 @@ def free_port() -> int:
 
 class Cluster:
     user = SERVER_USER
-    host = "127.0.0.1"
 
     def __init__(self, port: int | None = None, *, fast: bool = True,
                  binaries: Binaries | None = None,
@@ -123,7 +131,9 @@ class Cluster:
         self.bin = self.binaries.path
         self.fast = fast
         self.as_root = os.geteuid() == 0
+        # mkdtemp makes it 0700: the socket's only door.
         self.base = Path(tempfile.mkdtemp(prefix=prefix))
+        self.host = str(self.base)
         self.datadir = self.base / "data"
         self.logfile = self.base / "server.log"
         if self.as_root:
@@ -148,8 +158,8 @@ class Cluster:
 
     def init(self) -> None:
         try:
-            self._run("initdb", "-D", str(self.datadir), "-U", self.user, "--auth=trust",
-                      "--encoding=UTF8", "--locale=C", "--no-sync")
+            self._run("initdb", "-D", str(self.datadir), "-U", self.user, "--auth-local=trust",
+                      "--auth-host=reject", "--encoding=UTF8", "--locale=C", "--no-sync")
         except subprocess.CalledProcessError as exc:
             raise GuardError(f"initdb failed ({self.binaries.describe()}): "
                              f"{_last_line(exc.stderr)}") from exc
@@ -204,7 +214,8 @@ class Cluster:
     def server_commands(self, dbname: str = "postgres") -> list[str]:
         """How a person connects to, stops and removes this cluster."""
         runner = f"runuser -u {SERVER_USER} -- " if self.as_root else ""
-        return [f"psql '{self.dsn(dbname)}'",
+        psql = self.bin / "psql"
+        return [f"{psql if psql.exists() else 'psql'} '{self.dsn(dbname)}'",
                 f"{runner}{self.bin / 'pg_ctl'} -D {self.datadir} stop && rm -rf {self.base}"]
 
     def replica(self) -> Cluster:
@@ -240,6 +251,25 @@ class Cluster:
             return "\n".join(self.logfile.read_text().splitlines()[-lines:])
         except OSError:
             return ""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside: SIGTERM (kill, systemd, docker stop) interrupts the main thread
+    as Ctrl-C does, so that the ``finally`` that removes a throwaway cluster
+    runs on either. Elsewhere than in the main thread, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _last_line(text: str | None) -> str:

@@ -30,9 +30,13 @@ from orchestrator.errors import GuardError
 
 def _plain(text: str) -> str:
     # Profile values are quoted by the server into function bodies that are
-    # dollar-quoted ($$ ... $$): a "$" could end such a body early.
-    if "$" in text or "\x00" in text:
-        raise ValueError("must not contain '$' or NUL")
+    # dollar-quoted ($$ ... $$): a "$" could end such a body early. A line
+    # break ends a "--" comment, and no name or value needs one (nor any
+    # other character that does not print: they end up in logs and messages).
+    if "$" in text:
+        raise ValueError("must not contain '$'")
+    if not text.isprintable():
+        raise ValueError(f"must be printable: no control character or line break ({text!r})")
     return text
 
 

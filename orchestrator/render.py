@@ -108,9 +108,10 @@ def _quoted(conn: psycopg.Connection, identifiers: Iterable[str],
     rows = conn.execute(db.query("render_quote"),
                         {"identifiers": sorted(set(identifiers)),
                          "literals": sorted(set(literals))}).fetchall()
-    if any("$" in q for _, _, q in rows):
-        # Rendered into dollar-quoted bodies; the profile refuses "$" already.
-        raise ValueError("a profile value contains '$'")
+    if any("$" in q or not q.isprintable() for _, _, q in rows):
+        # Rendered into dollar-quoted bodies, and no line break may reach the
+        # SQL; the profile refuses both already.
+        raise ValueError("a profile value contains '$' or a character that does not print")
     idents = {v: SQL(q) for kind, v, q in rows if kind == "i"}
     lits = {v: SQL(q) for kind, v, q in rows if kind == "l"}
     return idents, lits

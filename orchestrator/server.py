@@ -49,7 +49,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator import db
+from orchestrator import db, owner_code
 from orchestrator.errors import GuardError
 
 log = logging.getLogger("consistency.serve")
@@ -91,6 +91,8 @@ class Database:
 
     @staticmethod
     def _configure(conn: psycopg.Connection) -> None:
+        # Not the guard's owner: what it calls is checked (orchestrator.owner_code).
+        owner_code.enter(conn, become_owner=False)
         db.execute(conn, "serve_session")
 
     def open(self) -> None:
@@ -107,7 +109,8 @@ class Database:
     def verify(self, dsn: str) -> None:
         """Fail fast with one line when the role cannot become consistency_monitor
         (or the database is not migrated), rather than serving 500s."""
-        with db.connect(dsn, autocommit=True, application_name="consistency serve") as conn:
+        with db.connect(dsn, autocommit=True, application_name="consistency serve",
+                        owner_code=owner_code.CHECK) as conn:
             try:
                 db.execute(conn, "serve_session")
                 db.execute(conn, "serve_metrics")

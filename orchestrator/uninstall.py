@@ -41,7 +41,7 @@ import psycopg
 
 from orchestrator import db
 from orchestrator.errors import GuardError
-from orchestrator.migrate import ROLES
+from orchestrator.migrate import ROLES, RoleUse, role_uses
 from orchestrator.scheduling import JOBS
 
 BOOKKEEPING_COLUMNS = ("active_appointment_count", "active_appointment_refs")
@@ -53,17 +53,6 @@ MONITOR_INDEXES = (
     "appointments_orphan_idx",
     "appointments_active_call_idx",
 )
-
-
-@dataclass(frozen=True)
-class RoleUse:
-    role: str
-    other_databases: list[str]
-    members: list[str]
-
-    @property
-    def unused(self) -> bool:
-        return not self.other_databases and not self.members
 
 
 @dataclass
@@ -96,32 +85,30 @@ class Plan:
 
 
 def _plan(conn: psycopg.Connection) -> Plan:
-    installed, owner, session_role, may_drop = conn.execute(
-        db.query("uninstall_facts")).fetchone()
+    installed, owner, session_role, may_drop = db.run(conn, "uninstall_facts").fetchone()
     if not installed:
         return Plan(installed=False)
     if not may_drop:
         raise GuardError(f"the guard is owned by {owner}: run uninstall as {owner} (or a member "
                          f"of it) or as a superuser, not as {session_role}")
     plan = Plan(installed=True, owner=owner)
-    plan.triggers = [tuple(r) for r in conn.execute(db.query("uninstall_triggers"))]
-    plan.columns = [(t, c) for t, c in conn.execute(db.query("uninstall_columns"),
-                                                    {"columns": list(BOOKKEEPING_COLUMNS)})]
-    plan.indexes = [r[0] for r in conn.execute(db.query("uninstall_indexes"),
-                                               {"indexes": list(MONITOR_INDEXES)})]
-    plan.grants = [tuple(r) for r in conn.execute(db.query("uninstall_grants"),
-                                                  {"roles": list(ROLES)})]
-    if conn.execute(db.query("uninstall_cron_present")).fetchone()[0]:
-        plan.cron_jobs = [r[0] for r in conn.execute(db.query("uninstall_cron_jobs"),
-                                                     {"jobs": [name for name, _, _ in JOBS]})]
-    alerts, audit, review, runs = conn.execute(db.query("uninstall_guard_rows")).fetchone()
+    plan.triggers = [tuple(r) for r in db.run(conn, "uninstall_triggers")]
+    plan.columns = [(t, c) for t, c in db.run(conn, "uninstall_columns",
+                                              {"columns": list(BOOKKEEPING_COLUMNS)})]
+    plan.indexes = [r[0] for r in db.run(conn, "uninstall_indexes",
+                                         {"indexes": list(MONITOR_INDEXES)})]
+    plan.grants = [tuple(r) for r in db.run(conn, "uninstall_grants", {"roles": list(ROLES)})]
+    if db.run(conn, "uninstall_cron_present").fetchone()[0]:
+        plan.cron_jobs = [r[0] for r in db.run(conn, "uninstall_cron_jobs",
+                                               {"jobs": [name for name, _, _ in JOBS]})]
+    alerts, audit, review, runs = db.run(conn, "uninstall_guard_rows").fetchone()
     plan.rows = {"alerts": alerts, "audit log rows": audit, "open review items": review,
                  "check runs": runs}
     return plan
 
 
 def _refuse_dependents(conn: psycopg.Connection) -> None:
-    found = conn.execute(db.query("uninstall_dependents")).fetchall()
+    found = db.run(conn, "uninstall_dependents").fetchall()
     if found:
         listed = "; ".join(f"{dependent} needs {needs}" for dependent, needs in found[:10])
         more = f" (and {len(found) - 10} more)" if len(found) > 10 else ""
@@ -151,9 +138,12 @@ def uninstall(dsn: str, *, dry_run: bool = False) -> Plan:
     """Remove the guard from the database of ``dsn`` (see the module
     docstring); with ``dry_run``, do all of it and roll it back. Returns what
     was (or would be) removed."""
-    with db.connect(dsn, autocommit=True, application_name="consistency uninstall") as conn:
+    # Drops need the session's own rights: it checks what it reads, and
+    # becomes no one (orchestrator.owner_code).
+    with db.connect(dsn, autocommit=True, application_name="consistency uninstall",
+                    owner_code="check") as conn:
         # The lock of `consistency migrate`: neither runs while the other does.
-        conn.execute(db.query("migrate_lock"))
+        db.run(conn, "migrate_lock")
         try:
             with conn.transaction(force_rollback=dry_run):
                 plan = _plan(conn)
@@ -163,8 +153,7 @@ def uninstall(dsn: str, *, dry_run: bool = False) -> Plan:
         except psycopg.Error as exc:
             raise GuardError(f"uninstall failed, nothing was changed: "
                              f"{db.describe_error(exc)}") from exc
-        plan.roles = [RoleUse(name, list(dbs), list(members)) for name, dbs, members in
-                      conn.execute(db.query("uninstall_roles_elsewhere"), {"roles": list(ROLES)})]
+        plan.roles = role_uses(conn)
     return plan
 
 

@@ -42,7 +42,7 @@ SELECT consistency._ensure_index('public.appointments', 'appointments_active_cal
     (call_id) WHERE deleted_at IS NULL AND status <> 'cancelled' $i$);
 {% for column in calls.links %}
 
--- The application's own link column {{ column }}: the sync finds the calls
+-- Each of the application's own link columns: the sync finds the calls
 -- pointing at an appointment that changed (the name is PostgreSQL's choice).
 SELECT consistency._ensure_index('public.calls', NULL, $i$({{ column }})$i$);
 {% endfor %}

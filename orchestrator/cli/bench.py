@@ -55,24 +55,27 @@ def _bench_all(dsn: str | None, as_json: bool, profile: str, plot: str | None) -
             raise GuardError("--plot needs matplotlib: pip install "
                              "'consistency-guard[plot]'") from exc
     cluster = None
-    if dsn is None:
-        cluster = pgcluster.Cluster(fast=False, prefix="consistency-guard-bench-")
+    # The throwaway cluster goes on Ctrl-C and on SIGTERM alike.
+    with pgcluster.sigterm_as_interrupt():
+        if dsn is None:
+            cluster = pgcluster.Cluster(fast=False, prefix="consistency-guard-bench-")
+            try:
+                cluster.init()
+                cluster.start()
+            except BaseException:
+                cluster.destroy()
+                raise
+            target = cluster.dsn()
+            server = f"throwaway PostgreSQL, {cluster.binaries.describe()}"
+        else:
+            target, server = db.resolve_dsn(dsn), "the server of --dsn"
+            db.connect(target).close()  # unreachable: one line, exit 2
         try:
-            cluster.init()
-            cluster.start()
-        except BaseException:
-            cluster.destroy()
-            raise
-        target, server = cluster.dsn(), f"throwaway PostgreSQL, {cluster.binaries.describe()}"
-    else:
-        target, server = db.resolve_dsn(dsn), "the server of --dsn"
-        db.connect(target).close()  # unreachable: one line, exit 2
-    try:
-        _progress(f"bench ({profile}) on {server}")
-        report = impact.run(target, profile, server, _progress)
-    finally:
-        if cluster is not None:
-            cluster.destroy()
+            _progress(f"bench ({profile}) on {server}")
+            report = impact.run(target, profile, server, _progress)
+        finally:
+            if cluster is not None:
+                cluster.destroy()
     if as_json:
         print_json(report.as_dict())
     else:

@@ -74,3 +74,16 @@ def connect(dsn: str | None, **kwargs: Any) -> psycopg.Connection:
         conn.close()
         raise GuardError(db.NOT_INSTALLED)
     return conn
+
+
+def require_owner(dsn: str, command: str) -> None:
+    """Refuse, with one line, a long-running command (relay, up) whose login
+    is not the guard's owner: it calls the owner's functions on connections
+    of its own, which run none of the checks of orchestrator.owner_code. A
+    wrong DSN is one line and exit 2 too, not a retry loop."""
+    with connect(dsn) as conn:
+        guard = db.session_guard(conn)
+    if guard is not None:
+        raise GuardError(f"{command} runs as the guard's owner {guard.owner}, not as "
+                         f"{guard.session_role}: connect as {guard.owner}")
+

@@ -35,10 +35,12 @@ def migrate(ctx: click.Context, dsn: str | None, dry_run: bool, reapply: bool,
         return
     result = migrate_mod.migrate(dsn, dry_run=dry_run, reapply=reapply, owner=owner,
                                  profile=profile_file)
-    for note in result.notes:
+    for note in [*result.notes, *(use.note() for use in result.roles)]:
         output.err.print(f"note: {output.clean(note)}", markup=False)
     if as_json:
         print_json({"dry_run": dry_run, "migrations": result.migrations_applied,
+                    "roles": [{"role": u.role, "members": u.members,
+                               "other_databases": u.other_databases} for u in result.roles],
                     "definitions": result.definitions_applied,
                     "settings": result.settings_changed, "profile": result.profile,
                     "profile_changed": result.profile_changed,

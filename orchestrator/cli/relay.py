@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from orchestrator import config, db, durations
-from orchestrator.cli.common import connect, dsn_option, example, json_option
+from orchestrator.cli.common import connect, dsn_option, example, json_option, require_owner
 from orchestrator.durations import parse_duration
 from orchestrator.output import Styled, age, print_json, say, table, timestamp
 
@@ -91,7 +91,7 @@ def relay(ctx: click.Context, dsn: str | None, sinks: tuple[str, ...], sinks_fil
     for warning in sources.warnings:
         say(warning, to_stderr=True)
     target = db.resolve_dsn(dsn)
-    connect(target).close()  # a wrong DSN is one line and exit 2, not a retry loop
+    require_owner(target, "consistency relay")
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s relay %(levelname)s %(message)s")
     runner = relay_mod.Relay(target, parsed, options)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import click
 
 from orchestrator import db, durations
-from orchestrator.cli.common import F, dsn_option, example
+from orchestrator.cli.common import F, dsn_option, example, require_owner
 from orchestrator.durations import parse_duration
 from orchestrator.output import say
 
@@ -111,7 +111,9 @@ def up(dsn: str | None, sinks: tuple[str, ...], sinks_file: str | None, every: s
         say(warning, to_stderr=True)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    runner = up_mod.Up(db.resolve_dsn(dsn), options)
+    target = db.resolve_dsn(dsn)
+    require_owner(target, "consistency up")
+    runner = up_mod.Up(target, options)
     runner.start()
     say(f"up: serving http://{runner.server.address}/, check every {every}, "
         f"relay to {len(options.sinks)} sink(s)", to_stderr=True)

@@ -68,7 +68,13 @@ class Server:
 def _server(options: DemoOptions, say: Callable[[str], None]) -> Iterator[Server]:
     """The demo's database: on ``--dsn``'s server (a database of its own), or
     on a throwaway cluster. Removed afterwards unless ``keep``, also on
-    Ctrl-C (a second Ctrl-C during the clean-up is ignored)."""
+    Ctrl-C or SIGTERM (a second one during the clean-up is ignored)."""
+    with pgcluster.sigterm_as_interrupt(), _server_of(options, say) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _server_of(options: DemoOptions, say: Callable[[str], None]) -> Iterator[Server]:
     if options.dsn is not None:
         admin = db.resolve_dsn(options.dsn)
         db.connect(admin).close()  # unreachable: one line, exit 2, nothing started
@@ -98,13 +104,14 @@ def _server(options: DemoOptions, say: Callable[[str], None]) -> Iterator[Server
     try:
         yield server
     finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) \
-            if threading.current_thread() is threading.main_thread() else None
+        main = threading.current_thread() is threading.main_thread()
+        previous = {sig: signal.signal(sig, signal.SIG_IGN)
+                    for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
             _remove(server, options.keep, say)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def _remove(server: Server, keep: bool, say: Callable[[str], None]) -> None:

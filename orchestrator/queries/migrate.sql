@@ -149,3 +149,21 @@ SELECT md5(coalesce(string_agg(d, E'\n' ORDER BY d), ''))
 -- name: migrations_table_exists --
 -- Whether migrate ever ran here (also the CLI's test that the guard is installed).
 SELECT pg_catalog.to_regclass('consistency._yoyo_migration') IS NOT NULL
+
+-- name: guard_role_uses --
+-- Per guard role: the other databases where it holds something, and the
+-- roles that are members of it (both cluster-wide facts: migrate and
+-- uninstall print them).
+SELECT r.rolname::text,
+       coalesce((SELECT pg_catalog.array_agg(DISTINCT db.datname::text ORDER BY db.datname::text)
+                   FROM pg_catalog.pg_shdepend s
+                   JOIN pg_catalog.pg_database db ON db.oid = s.dbid
+                  WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
+                    AND s.refobjid = r.oid AND db.datname <> current_database()), '{}'),
+       coalesce((SELECT pg_catalog.array_agg(m.rolname::text ORDER BY m.rolname::text)
+                   FROM pg_catalog.pg_auth_members am
+                   JOIN pg_catalog.pg_roles m ON m.oid = am.member
+                  WHERE am.roleid = r.oid), '{}')
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolname = ANY (%(roles)s)
+ ORDER BY 1

@@ -44,13 +44,19 @@ SELECT c.relname::text, a.attname::text
 -- name: uninstall_indexes --
 -- The indexes to drop: every index migrate created on a table the
 -- application already had; on a table migrate created, only the monitor's
--- (the others may serve the application by now).
+-- (the others may serve the application by now). Only indexes of calls and
+-- appointments, of the table the record names: the records are the owner's
+-- to write, the drop may be a superuser's.
 SELECT i.relname::text
   FROM consistency.installed_objects o
   JOIN pg_catalog.pg_class i
     ON i.relname = o.name AND i.relkind = 'i'
    AND i.relnamespace = 'public'::pg_catalog.regnamespace
+  JOIN pg_catalog.pg_index x ON x.indexrelid = i.oid
+  JOIN pg_catalog.pg_class t ON t.oid = x.indrelid
  WHERE o.kind = 'index'
+   AND t.relnamespace = 'public'::pg_catalog.regnamespace
+   AND t.relname IN ('calls', 'appointments') AND t.relname = o.table_name
    AND (i.relname = ANY (%(indexes)s)
         OR NOT EXISTS (SELECT FROM consistency.installed_objects t
                         WHERE t.kind = 'table' AND t.table_name = o.table_name))
@@ -145,23 +151,6 @@ SELECT pg_catalog.to_regclass('cron.job') IS NOT NULL
 
 -- name: uninstall_unschedule --
 SELECT cron.unschedule(%(job)s)
-
--- name: uninstall_roles_elsewhere --
--- Per guard role: the other databases where it holds something, and the
--- roles that are members of it (both cluster-wide facts).
-SELECT r.rolname::text,
-       coalesce((SELECT pg_catalog.array_agg(DISTINCT db.datname::text ORDER BY db.datname::text)
-                   FROM pg_catalog.pg_shdepend s
-                   JOIN pg_catalog.pg_database db ON db.oid = s.dbid
-                  WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass
-                    AND s.refobjid = r.oid AND db.datname <> current_database()), '{}'),
-       coalesce((SELECT pg_catalog.array_agg(m.rolname::text ORDER BY m.rolname::text)
-                   FROM pg_catalog.pg_auth_members am
-                   JOIN pg_catalog.pg_roles m ON m.oid = am.member
-                  WHERE am.roleid = r.oid), '{}')
-  FROM pg_catalog.pg_roles r
- WHERE r.rolname = ANY (%(roles)s)
- ORDER BY 1
 
 -- name: uninstall_drop_trigger --
 DROP TRIGGER {trigger} ON {schema}.{table}

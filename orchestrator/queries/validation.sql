@@ -29,5 +29,9 @@ SELECT id, call_id, reason, priority, status, context, assigned_to, assigned_at,
   FROM consistency.review_list(%(status)s, %(limit)s)
 
 -- name: retry_settings --
-SELECT consistency.setting_int('validation.max_retry_attempts'),
-       consistency.setting_numeric('validation.base_delay_seconds')
+-- The table, not consistency.setting_int(): a plain read runs none of the
+-- owner's code, whoever asks (orchestrator/owner_code.py).
+SELECT (SELECT (s.value)::integer FROM consistency.settings s
+         WHERE s.key = 'validation.max_retry_attempts'),
+       (SELECT (s.value)::numeric FROM consistency.settings s
+         WHERE s.key = 'validation.base_delay_seconds')

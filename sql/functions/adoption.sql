@@ -32,7 +32,7 @@ CREATE OR REPLACE FUNCTION consistency._ensure_index(p_table regclass, p_name te
                                                      p_definition text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_shadow    text := format('cg_shadow_%s', p_table::oid);
@@ -96,10 +96,12 @@ $$;
 -- cancelled. One that says linked with no appointment at all was never
 -- linked: G1 makes it unlinked, and G4 a booking in flight when it reports
 -- one (the monitor then rolls it back as a booking without appointment).
+-- SECURITY DEFINER (like _ensure_index): migrate run by a DBA for the owner
+-- calls it, and its writes fire the application's triggers on calls.
 CREATE OR REPLACE FUNCTION consistency._adopt(p_profile text)
 RETURNS TABLE (rule text, column_name text, to_value text, from_values jsonb, rows bigint)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE

@@ -22,10 +22,13 @@ BEGIN
 END
 $$;
 
+-- SECURITY DEFINER, as every trigger function of the guard's tables: a
+-- session that is not the owner (migrate run by a DBA) writes these tables
+-- and refuses to fire any trigger that would run with its own rights.
 CREATE OR REPLACE FUNCTION consistency._audit_log_refuse_change()
 RETURNS trigger
 LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RAISE EXCEPTION 'consistency.audit_log is append-only: % is not allowed', TG_OP

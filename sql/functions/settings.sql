@@ -34,6 +34,14 @@ RETURNS numeric
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN (consistency.setting(p_key))::numeric;
 
+-- The moved clock of tests (migration 0008): consistency.now() (a
+-- SQL-standard body, inlined into its callers) calls it only when
+-- consistency.fake_now is set, which the owner of a database may do for every
+-- session. SECURITY DEFINER, so that a session that is not the guard's owner
+-- may call now() at all (orchestrator/owner_code.py); session_user, which it
+-- checks, is still the caller's.
+ALTER FUNCTION consistency._fake_now() SECURITY DEFINER;
+
 -- What set_setting accepts for a setting: a number of its kind within its
 -- bounds. Returns NULL when the value is acceptable, else the reason, which
 -- quotes the value shortened (1e300 would otherwise print 301 digits).

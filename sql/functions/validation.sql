@@ -1,17 +1,15 @@
 -- Post-booking validation and the atomic rollback of a failed booking.
 
--- Read-only: SECURITY INVOKER (the caller already reads calls and
--- appointments). search_path pinned all the same: an invoker function runs
--- as whoever calls it (a DBA from the CLI), and resolving cardinality() or
--- an operator through that caller's path would run a function some other
--- role planted in it.
+-- Read-only, yet SECURITY DEFINER: whoever validates (the application's
+-- login, a DBA from the CLI) runs the owner's code only where PostgreSQL
+-- keeps it to the owner's rights (orchestrator/owner_code.py).
 CREATE OR REPLACE FUNCTION consistency.validate_booking(
     p_call_id             bigint,
     p_appointment_id      bigint DEFAULT NULL,
     p_external_booking_id text DEFAULT NULL)
 RETURNS TABLE (ok boolean, reason text, details jsonb)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_made     boolean;

@@ -9,8 +9,10 @@
 -- G1-G7 after the guard's functions exist (consistency._adopt), and the
 -- indexes the guard relies on come with the definitions (sql/indexes.sql),
 -- each only when the table has no equivalent one.
--- Rendered with the adoption profile: {{ calls.call_id }} holds the voice
--- platform's call id, {{ appointments.booking_id }} the calendar's booking id.
+-- Rendered with the adoption profile: calls.call_id names the column holding
+-- the voice platform's call id, appointments.booking_id the calendar's
+-- booking id. (No template expression in a comment: a line break in a
+-- quoted name would end it.)
 
 CREATE SCHEMA IF NOT EXISTS consistency;
 

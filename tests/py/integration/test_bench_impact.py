@@ -42,3 +42,4 @@ def test_options_before_a_subcommand_are_refused(run_cli: Callable[..., Any]) ->
     result = run_cli("bench", "--quick", "check")
     assert result.code == 2
     assert "put the options after `check`" in result.err
+

@@ -1,5 +1,6 @@
 """`consistency demo` end to end: on the test cluster's server and on a
-throwaway cluster of its own, Ctrl-C mid-run, bad input. Short runs at high
+throwaway cluster of its own, Ctrl-C or SIGTERM mid-run (the bench's
+throwaway cluster too), bad input. Short runs at high
 speed (about a minute in all)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +41,15 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def removed(base: Path, postmaster: int) -> None:
+    """The cluster's directory is gone and its server stops (within 10 s)."""
+    assert not base.exists()
+    deadline = time.monotonic() + 10
+    while alive(postmaster) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(postmaster)
 
 
 def test_demo_on_a_server_counts_what_the_database_holds(run_cli: Callable[..., object],
@@ -111,31 +122,74 @@ def test_demo_without_dsn_leaves_no_cluster_behind(run_cli: Callable[..., object
     assert "consistency rate" in result.out  # the daily report came first
 
 
-def test_ctrl_c_mid_run_removes_the_cluster() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "demo", "--minutes", "5"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+def interrupted(args: list[str], ready: str, find: Callable[[str], Path], sig: signal.Signals,
+                settle: float = 0.0, env: dict[str, str] | None = None,
+                ) -> tuple[int, str, Path, int]:
+    """Run the CLI with ``args`` until a stderr line starts with ``ready``,
+    wait ``settle`` seconds, send ``sig``: its exit code, all it printed, the
+    throwaway cluster's directory (``find`` from what it printed first) and
+    the pid of its server."""
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=env)
     seen = []
     try:
         for line in proc.stderr:
             seen.append(line)
-            if line.startswith("playing"):
+            if line.startswith(ready):
                 break
-        base = Path(re.search(r"data in (\S+)", "".join(seen)).group(1))
+        base = find("".join(seen))
         postmaster = int((base / "data" / "postmaster.pid").read_text().split()[0])
-        time.sleep(2)  # calls, the check loop and the relay are running
-        proc.send_signal(signal.SIGINT)
+        time.sleep(settle)
+        proc.send_signal(sig)
         _, rest = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, "".join(seen) + rest
-    assert "removed the throwaway cluster" in rest
+    return proc.returncode, "".join(seen) + rest, base, postmaster
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_mid_run_removes_the_cluster(sig: signal.Signals) -> None:
+    # Two seconds in: calls, the check loop and the relay are running.
+    code, printed, base, postmaster = interrupted(
+        ["demo", "--minutes", "5"], "playing",
+        lambda text: Path(re.search(r"data in (\S+)", text).group(1)), sig, settle=2)
+    assert code == 130, printed
+    assert "removed the throwaway cluster" in printed
+    removed(base, postmaster)
+
+
+def test_sigterm_removes_the_bench_cluster() -> None:
+    """Without --dsn the bench runs on a throwaway cluster of its own; SIGTERM
+    (kill, systemd, docker stop) removes it as Ctrl-C does."""
+    # The cluster's directory is made under TMPDIR: one of this test's own,
+    # which the server's OS user may enter.
+    holder = Path(tempfile.mkdtemp(prefix="bench-sigterm-"))
+    holder.chmod(0o755)
+    code, printed, base, postmaster = interrupted(
+        ["bench", "--tiny"], "bench (", lambda _: next(holder.iterdir()), signal.SIGTERM,
+        env={**os.environ, "TMPDIR": str(holder)})
+    assert code != 0, printed
+    removed(base, postmaster)
+    holder.rmdir()
+
+
+def test_a_kept_cluster_is_reached_by_what_the_demo_prints() -> None:
+    result = subprocess.run([sys.executable, "-m", "orchestrator.cli", "demo", "--minutes",
+                             "0.05", "--speed", "3000", "--keep"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    kept = re.search(r"kept: (.+) · (.+)$", result.stderr, re.MULTILINE)
+    assert kept, result.stderr
+    connect, remove = kept.groups()
+    base = Path(re.search(r"data in (\S+)", result.stderr).group(1))
+    try:
+        calls = subprocess.run(f"{connect} -XAtc 'SELECT count(*) > 0 FROM calls'", shell=True,
+                               capture_output=True, text=True, timeout=30)
+        assert calls.stdout.strip() == "t", calls
+    finally:
+        subprocess.run(remove, shell=True, capture_output=True, timeout=60)
     assert not base.exists()
-    deadline = time.monotonic() + 10
-    while alive(postmaster) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(postmaster)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -90,7 +90,11 @@ CREATE TABLE public.appointments (id bigserial PRIMARY KEY,
                                   call_id bigint REFERENCES public.calls (id),
                                   status text NOT NULL DEFAULT 'scheduled',
                                   created_at timestamptz DEFAULT now(), deleted_at timestamptz);
--- The table owner's own trigger: it runs as whoever updates calls.
+"""
+# The table owner's own trigger: it runs as whoever updates calls (added once
+# the guard is in: migrate run by a superuser refuses to fire such a trigger,
+# tests/py/integration/test_owner_code.py).
+NOTE_UPDATER = """
 CREATE TABLE public.who_updated (role name, superuser boolean);
 CREATE FUNCTION public.note_updater() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -124,6 +128,8 @@ def test_the_guard_is_owned_by_the_owner_of_the_tables(sandbox, run_cli, monkeyp
 
     done = run_cli("migrate", "--dsn", admin_dsn, "--owner", owner)
     assert done.code == 0, done
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        conn.execute(NOTE_UPDATER)
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         owners = conn.execute(
             "SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc"
@@ -143,6 +149,7 @@ def test_the_guard_is_owned_by_the_owner_of_the_tables(sandbox, run_cli, monkeyp
         conn.execute("RESET ROLE")
         updaters = conn.execute("SELECT DISTINCT role::text, superuser FROM public.who_updated"
                                 ).fetchall()
+        conn.execute("DROP TRIGGER note_updater ON public.calls")
     assert updaters == [(owner, False)]
 
     # The owner upgrades without any help.
@@ -209,3 +216,18 @@ def test_a_failing_dry_run_fails_where_migrate_would_and_leaves_nothing(empty_db
     with pytest.raises(GuardError, match=r"zz_broken\.sql: division by zero"):
         migrate.migrate(empty_db, dry_run=True, env={})
     assert catalog_state(empty_db) == before
+
+
+def test_migrate_names_who_else_the_guard_roles_reach(sandbox, run_cli) -> None:
+    """Roles are cluster-wide: a login granted consistency_app for one
+    database has its rights in every database with the guard. migrate says
+    who they are."""
+    member = sandbox.role("app_login")
+    with psycopg.connect(sandbox.admin_dsn, autocommit=True) as admin:
+        admin.execute(f'GRANT consistency_app TO "{member}"')
+    done = run_cli("migrate", "--dsn", sandbox.database())
+    assert done.code == 0, done
+    notes = [line for line in done.err.splitlines()
+             if line.startswith("note: role consistency_app is cluster-wide")]
+    assert len(notes) == 1 and f"member {member}" in notes[0], done.err
+    assert "REVOKE CONNECT ON DATABASE ... FROM PUBLIC" in notes[0]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -246,8 +247,8 @@ def test_cli_migrate_then_nothing_to_do(empty_db: str, run_cli) -> None:
 def test_dsn_from_database_url_and_pg_variables(empty_db: str, run_cli, monkeypatch) -> None:
     params = dict(item.split("=", 1) for item in empty_db.split())
     monkeypatch.setenv("DATABASE_URL",
-                       f"postgresql+psycopg://{params['user']}@{params['host']}:{params['port']}"
-                       f"/{params['dbname']}")
+                       f"postgresql+psycopg://{params['user']}@{quote(params['host'], safe='')}"
+                       f":{params['port']}/{params['dbname']}")
     assert run_cli("migrate").code == 0
     monkeypatch.delenv("DATABASE_URL")
     for var, key in [("PGHOST", "host"), ("PGPORT", "port"), ("PGUSER", "user"),
