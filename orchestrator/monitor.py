@@ -4,6 +4,7 @@ database restarts, the daily report and retention. The logic is in SQL
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from orchestrator import backoff, db
 from orchestrator.errors import GuardError
@@ -70,26 +72,41 @@ class CheckReport:
                 "rules": [r.as_dict() for r in self.rules]}
 
 
+# The longest one committed slice of a correction should take: a row the
+# check corrects stays locked for that long, so an application write to it
+# waits at most about that (plus a commit).
+SLICE_MS = 50.0
+FIRST_SLICE = 50
+MAX_SLICE = 5000
+
+
 def run_check(conn: psycopg.Connection, window: timedelta | None = None, *,
-              name_entities: bool = False) -> CheckReport:
-    """Run every rule once, commit, and return what was found and done. With
-    ``name_entities``, each rule also names what it found when the run
-    started (consistency.check_findings, in the run's transaction and under
-    its lock): one more detection pass."""
-    named: dict[str, tuple[str, list[int]]] = {}
+              name_entities: bool = False, slice_ms: float | None = SLICE_MS) -> CheckReport:
+    """Run every rule once and return what was found and done.
+
+    With ``slice_ms`` (the default) the run is batched: each detection, and
+    each slice of a correction (sized to take about ``slice_ms``), commits on
+    its own, so no row the run corrects stays locked for long; one run at a
+    time all the same (a session-level lock; a lost connection releases it).
+    ``None`` runs everything in one transaction (``consistency.run_check``).
+    With ``name_entities``, each rule also names what it found when the run
+    started (consistency.check_findings, under the run's lock): one more
+    detection pass."""
     try:
-        with conn.transaction():
-            if name_entities:
-                for rule, entity_type, entity_id in db.all(conn, "check_findings",
-                                                           window=window):
-                    named.setdefault(rule, (entity_type, []))[1].append(entity_id)
-            rows = db.all(conn, "run_check", window=window)
-            run_id, _, duration_ms, waited_ms, rules = db.one(conn, "last_check_run")
+        if slice_ms is None:
+            with conn.transaction():
+                named = _findings(conn, window) if name_entities else {}
+                rows = db.all(conn, "run_check", window=window)
+                run = db.one(conn, "last_check_run")
+        else:
+            named, rows, run = _batched_run(conn, window, name_entities, slice_ms)
     except GuardError as exc:
         if isinstance(exc.__cause__, psycopg.errors.InsufficientPrivilege):
             raise GuardError(f"{exc}: check corrects what it finds, so it runs as the guard's "
                              "owner (consistency_monitor may read, not correct)") from exc
         raise
+    assert run is not None
+    run_id, _, duration_ms, waited_ms, rules = run
     results, failures = [], []
     for rule, severity, found, corrected, alerted in rows:
         recorded = (rules or {}).get(rule, {})
@@ -102,6 +119,68 @@ def run_check(conn: psycopg.Connection, window: timedelta | None = None, *,
                      for e in recorded.get("errors", [])]
     return CheckReport(results, run_id, float(duration_ms or 0), float(waited_ms or 0),
                        failures)
+
+
+def _findings(conn: psycopg.Connection,
+              window: timedelta | None) -> dict[str, tuple[str, list[int]]]:
+    named: dict[str, tuple[str, list[int]]] = {}
+    for rule, entity_type, entity_id in db.all(conn, "check_findings", window=window):
+        named.setdefault(rule, (entity_type, []))[1].append(entity_id)
+    return named
+
+
+def _batched_run(conn: psycopg.Connection, window: timedelta | None, name_entities: bool,
+                 slice_ms: float) -> tuple[dict[str, tuple[str, list[int]]],
+                                           list[tuple[Any, ...]], tuple[Any, ...] | None]:
+    """The steps of run_check (sql/functions/monitor.sql), each in its own
+    transaction, the corrections in slices of about ``slice_ms``."""
+    with conn.transaction():
+        bounds = db.one(conn, "check_begin", window=window)
+    assert bounds is not None
+    try:
+        check_window, since, now, started_at, waited_ms = bounds
+        named: dict[str, tuple[str, list[int]]] = {}
+        if name_entities:
+            with conn.transaction():
+                named = _findings(conn, window)
+        parts: list[dict[str, Any]] = []
+        with conn.transaction():
+            steps = [step for (step,) in db.all(conn, "check_steps")]
+        for step in steps:
+            with conn.transaction():
+                found = db.all(conn, "check_detect", step=step, since=since, now=now)
+            for rule, ids, targets, part in found:
+                parts.append(part)
+                if ids is not None:
+                    parts += _correct(conn, rule, ids, targets, slice_ms)
+        with conn.transaction():
+            run_id = db.value(conn, "check_record", window=check_window, started=started_at,
+                              waited=waited_ms, parts=Jsonb(parts))
+            rows = db.all(conn, "check_result", run_id=run_id)
+            run = db.one(conn, "check_run", run_id=run_id)
+        return named, rows, run
+    finally:
+        if not conn.closed and not conn.broken:
+            with contextlib.suppress(psycopg.Error), conn.transaction():
+                db.run(conn, "check_end")
+
+
+def _correct(conn: psycopg.Connection, rule: str, ids: list[int], targets: list[int] | None,
+             slice_ms: float) -> list[dict[str, Any]]:
+    """One rule's correction in committed slices, each sized from the last
+    one's time per entity to take about ``slice_ms``."""
+    parts: list[dict[str, Any]] = []
+    size, start = FIRST_SLICE, 0
+    while start < len(ids):
+        end = start + size
+        with conn.transaction():
+            part = db.value(conn, "check_correct", rule=rule, ids=ids[start:end],
+                            targets=None if targets is None else targets[start:end])
+        parts.append(part)
+        per_entity = max(float(part["ms"]) / len(ids[start:end]), 0.001)
+        size = max(1, min(MAX_SLICE, int(slice_ms / per_entity)))
+        start = end
+    return parts
 
 
 def daily_report(conn: psycopg.Connection, day: date | None = None) -> dict[str, Any]:

@@ -3,14 +3,17 @@
 -- has no equivalent one, recognised by definition, whatever its name (see
 -- consistency._ensure_index): an application's own index on the same
 -- columns with the same predicate serves the guard as well.
+--
+-- No index of calls names appointment_made or appointment_link_status, in a
+-- key or a predicate: those are the columns every change of a call's link
+-- state writes (its first appointment, a cancellation, the sync's every
+-- UPDATE), and an index on either makes each such UPDATE non-HOT, a new
+-- entry in every index of calls (measured: ~40 us of a ~300 us cancellation
+-- at 100k calls, more as the indexes outgrow memory). The monitor's link
+-- rules read them in the same pass that counts each call's appointments
+-- (calls_created_at_idx or calls_pkey), session_outcome_mismatch in the
+-- calls of the window.
 SELECT consistency._ensure_index('public.calls', 'calls_created_at_idx', '(created_at)');
-SELECT consistency._ensure_index('public.calls', 'calls_appointment_made_created_at_idx',
-                                 '(appointment_made, created_at)');
--- The monitor only ever looks for calls in a transitional or failed state;
--- a partial index keeps that scan proportional to the problem, not the table.
-SELECT consistency._ensure_index('public.calls', 'calls_link_status_attention_idx', $i$
-    (appointment_link_status, created_at)
-    WHERE appointment_link_status NOT IN ({{ link.linked }}, {{ link.unlinked }}) $i$);
 SELECT consistency._ensure_index('public.calls', 'calls_external_booking_id_idx',
                                  $i$({{ calls.booking_id }})$i$);
 SELECT consistency._ensure_index('public.appointments', 'appointments_call_id_idx', '(call_id)');
@@ -27,11 +30,6 @@ SELECT consistency._ensure_index('public.calls', 'calls_missing_direction_idx', 
     (created_at) WHERE direction IS NULL OR direction = '' $i$);
 SELECT consistency._ensure_index('public.calls', 'calls_booking_failed_idx', $i$
     (created_at) WHERE booking_failed $i$);
-SELECT consistency._ensure_index('public.calls', 'calls_outcome_mismatch_idx', $i$
-    (created_at)
-    WHERE session_outcome IN ({{ outcome.booking }})
-      AND NOT appointment_made
-      AND appointment_link_status NOT IN ({{ link.pending_creation }}, {{ link.cancelled }}, {{ link.creation_failed }}) $i$);
 
 -- Link rules (consistency._link_state): the active appointments of a call,
 -- in call_id order. A window probes it per call; a whole-table check reads

@@ -41,10 +41,14 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "serve": {"calls": 200_000, "alerts": 200_000, "repeat": 10, "write_repeat": 200},
     },
     "tiny": {
-        "triggers": {"calls": 1000, "repeat": 1},
+        # A workload of each kind (a first appointment, a batch, an alerting
+        # update, an alerting batch): the smoke run of the suite.
+        "triggers": {"calls": 1000, "repeat": 1,
+                     "workloads": ("first_1", "insert_select_100", "cancel_only",
+                                   "delete_100_last")},
         "validation": {"calls": 200, "repeat": 20},
         "circuit": {"repeat": 20, "seconds": 0.2, "clients": 2},
-        "check": {"sizes": (500,), "repeat": 1},
+        "check": {"sizes": (500,), "repeat": 1, "writers": False},
         "relay": {"alerts": 50, "samples": 5, "hang_rounds": 1},
         "serve": {"calls": 500, "alerts": 500, "repeat": 1, "write_repeat": 5},
     },

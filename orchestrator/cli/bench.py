@@ -193,17 +193,31 @@ def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat:
               help="Calls in the data set (as many appointments, ~60 % of calls linked).")
 @click.option("--repeat", type=click.IntRange(min=1), default=15, show_default=True,
               help="Timed samples per workload and variant (after one warm-up round).")
+@click.option("--workload", "workloads", multiple=True, metavar="NAME",
+              help="Only this workload, e.g. cancel_only (repeatable; default every one).")
 @json_option
-def bench_triggers(dsn: str | None, calls: int, repeat: int, as_json: bool) -> None:
-    """Cost of the guarantees: no guard vs row-level triggers vs the guard."""
+def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[str, ...],
+                   as_json: bool) -> None:
+    """Cost of the guarantees on a booking flow's writes: no guard vs row-level
+    triggers vs the guard, timed in the server and from a client with commit."""
     from orchestrator.bench import render
     from orchestrator.bench import triggers as mod
 
+    known = [w.name for w in mod.WORKLOADS]
+    unknown = [w for w in workloads if w not in known]
+    if unknown:
+        raise click.BadParameter(f"unknown workload {unknown[0]!r}; one of: {', '.join(known)}",
+                                 param_hint="--workload")
     results = mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat,
-                      progress=None if as_json else (_progress))
-    _emit(results, as_json,
-          lambda r: render(f"bench triggers: {calls} calls, median of {repeat} (ms)",
-                           mod.COLUMNS, mod.table_rows(r), console=output.out))
+                      progress=None if as_json else (_progress), workloads=workloads or None)
+    def show(r: dict[str, Any]) -> None:
+        render(f"bench triggers, {calls} calls: server side, per statement in a rolled-back "
+               f"transaction (µs, medians of {repeat})", mod.COLUMNS, mod.table_rows(r),
+               console=output.out)
+        render("client side: one statement and its commit (ms, medians)", mod.CLIENT_COLUMNS,
+               mod.client_rows(r), console=output.out)
+
+    _emit(results, as_json, show)
 
 
 COMMANDS = [bench]

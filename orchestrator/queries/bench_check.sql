@@ -33,3 +33,23 @@ SET LOCAL jit = off
 -- index-only scan of appointments_active_call_idx).
 EXPLAIN (COSTS OFF)
 SELECT * FROM consistency._rule_link(%(since)s::timestamptz, %(now)s::timestamptz, %(bulk)s)
+
+-- name: bench_check_bulk_fix --
+-- A bulk fix made behind the triggers' back (session_replication_role =
+-- replica, as a data repair or a restore would): 1 linked call in 40 left
+-- saying it has no appointment. The whole-table check resyncs and alerts
+-- each of them, which locks every one of those calls.
+SET LOCAL session_replication_role = replica;
+UPDATE public.calls SET appointment_made = false, appointment_link_status = 'unlinked'
+ WHERE id %% 40 = 7 AND appointment_link_status = 'linked';
+SET LOCAL session_replication_role = origin
+
+-- name: bench_check_writer_insert --
+-- The application's everyday write: a new appointment for a call.
+INSERT INTO public.appointments (call_id, company_id, service_id, starts_at, ends_at, status,
+                                 external_booking_id, source)
+VALUES (%(call)s, 1, 1, now() + interval '1 day', now() + interval '1 day 30 minutes',
+        'scheduled', %(tag)s, 'voice_agent')
+
+-- name: bench_check_run_one_transaction --
+SELECT count(*) FROM consistency.run_check(%(window)s::interval)

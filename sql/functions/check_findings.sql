@@ -24,7 +24,7 @@ DECLARE
 BEGIN
     -- Bounds of the window are run_check's to enforce, in the same
     -- transaction right after; a window of nothing finds nothing here.
-    PERFORM pg_advisory_xact_lock(hashtextextended('consistency.run_check', 0));
+    PERFORM pg_advisory_xact_lock(consistency._check_lock_key());
     v_since := v_now - v_window;
     -- The bulk path where the window is the whole table; the probe path
     -- (right for small windows, correct for any) elsewhere.

@@ -19,7 +19,7 @@
 -- guarantees and their alerts without any right in schema consistency (a
 -- firing trigger checks no EXECUTE right), and raise_alert stays owner-only.
 --
--- G3 alerts of a statement are raised as one set (_raise_alerts: one
+-- G3 alerts of a statement are raised as one set (_insert_alerts: one
 -- throttle upsert, one INSERT), not one raise_alert per call.
 --
 -- Lock order: every statement locks calls in ascending id order (deltas are
@@ -136,8 +136,8 @@ BEGIN
         PERFORM consistency._recheck_outcome(v_recheck);
     END IF;
     IF v_calls IS NOT NULL THEN
-        PERFORM consistency._raise_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
-                                          v_metadata, true);
+        PERFORM consistency._insert_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
+                                           v_metadata, true, consistency.now(), true);
     END IF;
 {% if calls.links %}
     -- Appointments that became active or stopped being active.
@@ -193,8 +193,8 @@ BEGIN
      WHERE u.n <= 0;
 
     IF v_calls IS NOT NULL THEN
-        PERFORM consistency._raise_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
-                                          v_metadata, true);
+        PERFORM consistency._insert_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
+                                           v_metadata, true, consistency.now(), true);
     END IF;
 {% if calls.links %}
     -- A link column with a foreign key was already cleared by its ON DELETE
@@ -613,8 +613,8 @@ BEGIN
         PERFORM consistency._recheck_outcome(v_recheck);
     END IF;
     IF v_calls IS NOT NULL THEN
-        PERFORM consistency._raise_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
-                                          v_metadata, true);
+        PERFORM consistency._insert_alerts('appointment_unlinked', 'warning', 'call', v_calls, v_texts,
+                                           v_metadata, true, consistency.now(), true);
     END IF;
 END
 $$;

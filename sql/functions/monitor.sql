@@ -285,21 +285,83 @@ BEGIN
 END
 $$;
 
--- One run_check rule's entry of check_runs.rules.
-CREATE OR REPLACE FUNCTION consistency._check_rule_entry(
-    p_severity text, p_found bigint, p_corrected bigint, p_alerted bigint, p_errors jsonb,
-    p_started timestamptz)
-RETURNS jsonb
-LANGUAGE sql VOLATILE
-RETURN jsonb_build_object('severity', p_severity, 'found', p_found, 'corrected', p_corrected,
-                          'alerted', p_alerted, 'failed', jsonb_array_length(p_errors),
-                          'errors', (SELECT coalesce(jsonb_agg(e), '[]') FROM
-                                        (SELECT e FROM jsonb_array_elements(p_errors) AS e
-                                          LIMIT 10) x),
-                          'ms', consistency._ms_since(p_started));
+-- A run, in steps that both drivers share: run_check (one transaction) and
+-- the batched run of `consistency check` (orchestrator/monitor.py: each
+-- detection, and each bounded slice of a correction, committed on its own,
+-- so that no row the monitor corrects stays locked for longer than a slice;
+-- one run at a time through a session-level lock on the same key).
+--
+--   _check_window   the run's bounds
+--   _check_detect   one detection step: the entities of its rule(s), and
+--                   what the detection itself did (alerts of rules that only
+--                   alert) as a "part" of the run's record
+--   _check_correct  one rule's correction of some of those entities, as a part
+--   _check_record   the check_runs row, from every part of the run
+--
+-- The steps the batched run calls from its session are SECURITY DEFINER, as
+-- run_check is: a DBA's session runs them with the owner's rights, never its
+-- own (orchestrator/owner_code.py), and only the owner may execute them.
+--
+-- Detection steps in run order: directions are fixed and orphans re-attached
+-- before the link rules look at the calls; session_outcome_mismatch runs
+-- after every correction, so it reports what really remains.
+CREATE OR REPLACE FUNCTION consistency._check_steps()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+RETURN ARRAY['missing_direction', 'orphaned_appointment', 'link', 'session_outcome_mismatch',
+             'recent_failure'];
 
-CREATE OR REPLACE FUNCTION consistency.run_check(p_window interval DEFAULT NULL)
-RETURNS TABLE (rule text, severity text, found int, corrected int, alerted int)
+CREATE OR REPLACE FUNCTION consistency._check_severity(p_rule text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+RETURN CASE p_rule
+           WHEN 'session_outcome_mismatch' THEN 'critical'
+           WHEN 'missing_appointment' THEN 'critical'
+           WHEN 'recent_failure' THEN 'info'
+           ELSE 'warning'
+       END;
+
+-- The key of "one run at a time" (run_check's transaction lock, the batched
+-- run's session lock, check_findings).
+CREATE OR REPLACE FUNCTION consistency._check_lock_key()
+RETURNS bigint
+LANGUAGE sql IMMUTABLE
+RETURN hashtextextended('consistency.run_check', 0);
+
+CREATE OR REPLACE FUNCTION consistency._check_window(
+    p_window interval, OUT check_window interval, OUT since timestamptz, OUT now timestamptz)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    check_window := coalesce(p_window,
+                             make_interval(hours => consistency.setting_int('monitoring.recent_hours')));
+    IF check_window <= interval '0' OR check_window > interval '36500 days' THEN
+        RAISE EXCEPTION 'window must be positive and at most 36500 days, got %', check_window
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    now := consistency.now();
+    since := now - check_window;
+{% if calls.created_at.nullable %}
+    -- A window that reaches the oldest call is the whole table, and takes
+    -- the calls without a created_at too: the rules read a bound of
+    -- -infinity as "every row".
+    IF {{ calls.created_at.convert('since') }}
+       <= coalesce((SELECT min(c.created_at) FROM public.calls c), 'infinity') THEN
+        since := '-infinity';
+    END IF;
+{% endif %}
+END
+$$;
+
+-- One detection step (see _check_steps): per rule it covers, the entities a
+-- correction will take (ids, and for orphans the call each goes to) and the
+-- detection's part of the record (found, alerts it raised, its wall time).
+-- No row may stop the run: a detection that fails is recorded (alert
+-- check_rule_failed) and finds nothing.
+CREATE OR REPLACE FUNCTION consistency._check_detect(p_step text, p_since timestamptz,
+                                                     p_now timestamptz)
+RETURNS TABLE (rule text, ids bigint[], targets bigint[], part jsonb)
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- The bulk path's plan is a merge of two ordered scans (calls_pkey, and the
@@ -313,237 +375,370 @@ SET jit = off
 AS $$
 DECLARE
     v_started   timestamptz := clock_timestamp();
-    v_window    interval := coalesce(p_window,
-                    make_interval(hours => consistency.setting_int('monitoring.recent_hours')));
-    v_now       timestamptz := consistency.now();
-    v_since     timestamptz;
-    v_waited    numeric;
     v_ids       bigint[];
     v_targets   bigint[];
     v_missing   bigint[];
+    v_found     int := 0;
+    v_alerted   int := 0;
+    v_errors    jsonb := '[]';
     v_bulk_from bigint;
     v_bulk      boolean;
-    v_step      timestamptz;
-    v_detect_ms numeric;
-    v_found     int;
-    v_alerted   int;
-    v_errors    jsonb;
-    v_act       record;
-    v_rules     jsonb := '{}';
+    v_ms        numeric;
 BEGIN
-    IF v_window <= interval '0' OR v_window > interval '36500 days' THEN
-        RAISE EXCEPTION 'window must be positive and at most 36500 days, got %', v_window
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    v_since := v_now - v_window;
+    CASE p_step
+    WHEN 'missing_direction' THEN
+        BEGIN
+            SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_ids
+              FROM consistency._rule_missing_direction(p_since, p_now) r;
+        EXCEPTION WHEN OTHERS THEN
+            v_ids := NULL;
+            v_errors := jsonb_build_array(consistency._check_failure(
+                p_step, 'warning', 'call', NULL, SQLSTATE, SQLERRM));
+        END;
+        RETURN QUERY SELECT p_step, v_ids, NULL::bigint[], jsonb_build_object(
+            'rule', p_step, 'found', coalesce(cardinality(v_ids), 0), 'errors', v_errors,
+            'ms', consistency._ms_since(v_started));
 
-    -- One run at a time: a second run waits here, then starts from the first
-    -- one's committed corrections, so nothing is corrected or alerted twice.
-    PERFORM pg_advisory_xact_lock(hashtextextended('consistency.run_check', 0));
-    v_waited := round(extract(epoch FROM clock_timestamp() - v_started)::numeric * 1000, 3);
-    IF v_waited > 100 THEN
-        RAISE NOTICE 'waited % ms for a concurrent consistency check', v_waited;
-    END IF;
+    WHEN 'orphaned_appointment' THEN
+        -- Re-attached to the one matching call (the link triggers then update
+        -- that call); the others are alerted here.
+        BEGIN
+            SELECT count(*), array_agg(o.appointment_id ORDER BY o.appointment_id)
+                                 FILTER (WHERE o.match_call_id IS NOT NULL),
+                   array_agg(o.match_call_id ORDER BY o.appointment_id)
+                       FILTER (WHERE o.match_call_id IS NOT NULL),
+                   count(consistency.raise_alert('orphaned_appointment', 'warning', 'appointment',
+                             o.appointment_id, 'voice-agent appointment has no call and no unique match',
+                             o.detail)) FILTER (WHERE o.match_call_id IS NULL)
+              INTO v_found, v_ids, v_targets, v_alerted
+              FROM consistency._rule_orphaned_appointment(p_since) o;
+        EXCEPTION WHEN OTHERS THEN
+            v_ids := NULL;
+            v_targets := NULL;
+            v_found := 0;
+            v_alerted := 0;
+            v_errors := jsonb_build_array(consistency._check_failure(
+                p_step, 'warning', 'appointment', NULL, SQLSTATE, SQLERRM));
+        END;
+        RETURN QUERY SELECT p_step, v_ids, v_targets, jsonb_build_object(
+            'rule', p_step, 'found', v_found, 'alerted', v_alerted, 'errors', v_errors,
+            'ms', consistency._ms_since(v_started));
+
+    WHEN 'link' THEN
+        -- Both link rules in one pass. The bulk path once the window holds a
+        -- fifth of the calls (counted up to that, from calls_created_at_idx; a
+        -- window reaching the oldest call is the whole table and needs no
+        -- count): beyond it, probing each call costs more than counting every
+        -- appointment once (see _link_state).
+        BEGIN
+            IF {{ calls.created_at.convert('p_since') }} <= (SELECT min(c.created_at) FROM public.calls c)
 {% if calls.created_at.nullable %}
-
-    -- A window that reaches the oldest call is the whole table, and takes
-    -- the calls without a created_at too: the rules read a bound of
-    -- -infinity as "every row".
-    IF {{ calls.created_at.convert('v_since') }}
-       <= coalesce((SELECT min(c.created_at) FROM public.calls c), 'infinity') THEN
-        v_since := '-infinity';
-    END IF;
+               OR p_since = '-infinity'
 {% endif %}
+            THEN
+                v_bulk := true;
+            ELSE
+                v_bulk_from := greatest(1000, (SELECT c.reltuples::bigint / 5 FROM pg_catalog.pg_class c
+                                                WHERE c.oid = 'public.calls'::pg_catalog.regclass));
+                SELECT count(*) >= v_bulk_from INTO v_bulk
+                  FROM (SELECT 1 FROM public.calls c WHERE {{ calls.created_at.since('c.created_at', 'p_since') }} LIMIT v_bulk_from) w;
+            END IF;
+            -- EXECUTE: planned for this window and path on every run. A cached
+            -- generic plan (PL/pgSQL switches to one after five runs when it
+            -- looks no dearer) would be costed for an unknown window, and could
+            -- trade the created_at index condition of the probe path for a
+            -- scan of all calls.
+            EXECUTE $q$
+                SELECT array_agg(r.call_id ORDER BY r.call_id)
+                           FILTER (WHERE r.rule = 'missing_appointment'),
+                       array_agg(r.call_id ORDER BY r.call_id)
+                           FILTER (WHERE r.rule = 'inconsistent_link_status')
+                  FROM consistency._rule_link($1, $2, $3) r
+            $q$ INTO v_missing, v_ids USING p_since, p_now, v_bulk;
+        EXCEPTION WHEN OTHERS THEN
+            v_missing := NULL;
+            v_ids := NULL;
+            v_errors := jsonb_build_array(consistency._check_failure(
+                'link', 'critical', 'call', NULL, SQLSTATE, SQLERRM));
+        END;
+        v_ms := consistency._ms_since(v_started);
+        -- A failure of the shared pass is recorded once, with missing_appointment.
+        -- Its found is what its correction confirms (see _check_record).
+        RETURN QUERY
+        SELECT 'missing_appointment', v_missing, NULL::bigint[], jsonb_build_object(
+                   'rule', 'missing_appointment', 'errors', v_errors, 'detect_ms', v_ms,
+                   'path', CASE WHEN v_bulk THEN 'bulk' ELSE 'probe' END)
+        UNION ALL
+        SELECT 'inconsistent_link_status', v_ids, NULL::bigint[], jsonb_build_object(
+                   'rule', 'inconsistent_link_status', 'found', coalesce(cardinality(v_ids), 0),
+                   'detect_ms', v_ms, 'path', CASE WHEN v_bulk THEN 'bulk' ELSE 'probe' END);
 
-    -- No row may stop the run: a rule whose detection fails is recorded and
-    -- skipped (the block below each detection), and a correction that fails
-    -- for some rows is recorded for those rows only (_check_step).
-    -- Each rule's entry records its wall time ("ms"); the two link rules share
-    -- one detection pass, recorded in both as "detect_ms" with its "path".
+    WHEN 'session_outcome_mismatch' THEN
+        -- Needs a person: alerted, nothing corrected.
+        BEGIN
+            SELECT count(*), count(alert_id) INTO v_found, v_alerted
+              FROM (SELECT consistency.raise_alert('session_outcome_mismatch', 'critical', 'call',
+                               r.call_id, 'call reported as booked but no appointment was made',
+                               r.detail) AS alert_id
+                      FROM consistency._rule_session_outcome_mismatch(p_since, p_now) r) al;
+        EXCEPTION WHEN OTHERS THEN
+            v_found := 0;
+            v_alerted := 0;
+            v_errors := jsonb_build_array(consistency._check_failure(
+                p_step, 'critical', 'call', NULL, SQLSTATE, SQLERRM));
+        END;
+        RETURN QUERY SELECT p_step, NULL::bigint[], NULL::bigint[], jsonb_build_object(
+            'rule', p_step, 'found', v_found, 'alerted', v_alerted, 'errors', v_errors,
+            'ms', consistency._ms_since(v_started));
 
-    -- missing_direction: fixed in place.
-    v_step := clock_timestamp();
-    v_errors := '[]';
-    BEGIN
-        SELECT array_agg(r.call_id ORDER BY r.call_id) INTO v_ids
-          FROM consistency._rule_missing_direction(v_since, v_now) r;
-    EXCEPTION WHEN OTHERS THEN
-        v_ids := NULL;
-        v_errors := jsonb_build_array(consistency._check_failure(
-            'missing_direction', 'warning', 'call', NULL, SQLSTATE, SQLERRM));
-    END;
-    v_act := consistency._check_step('missing_direction', 'warning', 'call', $q$
-        WITH fixed AS (
-            UPDATE public.calls c SET direction = {{ direction.inbound }}
-             WHERE c.id = ANY ($1) AND (c.direction IS NULL OR c.direction = '')
-            RETURNING 1)
-        SELECT count(*) FROM fixed $q$, v_ids);
-    v_rules := v_rules || jsonb_build_object('missing_direction', consistency._check_rule_entry(
-        'warning', coalesce(cardinality(v_ids), 0), v_act.done, 0, v_errors || v_act.errors,
-        v_step));
+    WHEN 'recent_failure' THEN
+        BEGIN
+            SELECT count(*) INTO v_found FROM consistency._rule_recent_failure(p_since, p_now);
+        EXCEPTION WHEN OTHERS THEN
+            v_found := 0;
+            v_errors := jsonb_build_array(consistency._check_failure(
+                p_step, 'info', 'call', NULL, SQLSTATE, SQLERRM));
+        END;
+        RETURN QUERY SELECT p_step, NULL::bigint[], NULL::bigint[], jsonb_build_object(
+            'rule', p_step, 'found', v_found, 'errors', v_errors,
+            'ms', consistency._ms_since(v_started));
+    ELSE
+        RAISE EXCEPTION 'unknown check step %', p_step USING ERRCODE = 'invalid_parameter_value';
+    END CASE;
+END
+$$;
 
-    -- orphaned_appointment: re-attach to the one matching call (the link
-    -- triggers then update that call); alert about the rest.
-    v_step := clock_timestamp();
-    v_errors := '[]';
-    v_found := 0;
-    v_alerted := 0;
-    BEGIN
-        SELECT count(*), array_agg(o.appointment_id ORDER BY o.appointment_id)
-                             FILTER (WHERE o.match_call_id IS NOT NULL),
-               array_agg(o.match_call_id ORDER BY o.appointment_id)
-                   FILTER (WHERE o.match_call_id IS NOT NULL),
-               count(consistency.raise_alert('orphaned_appointment', 'warning', 'appointment',
-                         o.appointment_id, 'voice-agent appointment has no call and no unique match',
-                         o.detail)) FILTER (WHERE o.match_call_id IS NULL)
-          INTO v_found, v_ids, v_targets, v_alerted
-          FROM consistency._rule_orphaned_appointment(v_since) o;
-    EXCEPTION WHEN OTHERS THEN
-        v_ids := NULL;
-        v_errors := jsonb_build_array(consistency._check_failure(
-            'orphaned_appointment', 'warning', 'appointment', NULL, SQLSTATE, SQLERRM));
-    END;
-    v_act := consistency._check_step('orphaned_appointment', 'warning', 'appointment', $q$
-        WITH linked AS (
-            UPDATE public.appointments a SET call_id = m.call_id
-              FROM unnest($1, $2) AS m(id, call_id)
+-- One rule's correction of these entities (all a detection found, or a
+-- slice of them), through _check_step: set-based in a subtransaction, row by
+-- row only when the set fails. Returns its part of the record.
+CREATE OR REPLACE FUNCTION consistency._check_correct(p_rule text, p_ids bigint[],
+                                                      p_targets bigint[] DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET enable_hashjoin = off
+SET jit = off
+AS $$
+DECLARE
+    v_started timestamptz := clock_timestamp();
+    v_act     record;
+    v_ids     bigint[];
+    v_alerted int := 0;
+BEGIN
+    CASE p_rule
+    WHEN 'missing_direction' THEN
+        v_act := consistency._check_step(p_rule, 'warning', 'call', $q$
+            WITH fixed AS (
+                UPDATE public.calls c SET direction = {{ direction.inbound }}
+                 WHERE c.id = ANY ($1) AND (c.direction IS NULL OR c.direction = '')
+                RETURNING 1)
+            SELECT count(*) FROM fixed $q$, p_ids);
+    WHEN 'orphaned_appointment' THEN
+        v_act := consistency._check_step(p_rule, 'warning', 'appointment', $q$
+            WITH linked AS (
+                UPDATE public.appointments a SET call_id = m.call_id
+                  FROM unnest($1, $2) AS m(id, call_id)
 {% if appointments.call_id_fk %}
-             WHERE a.id = m.id AND a.call_id IS NULL
+                 WHERE a.id = m.id AND a.call_id IS NULL
 {% else %}
-             WHERE a.id = m.id
-               AND (a.call_id IS NULL
-                    OR NOT EXISTS (SELECT 1 FROM public.calls c WHERE c.id = a.call_id))
+                 WHERE a.id = m.id
+                   AND (a.call_id IS NULL
+                        OR NOT EXISTS (SELECT 1 FROM public.calls c WHERE c.id = a.call_id))
 {% endif %}
-            RETURNING 1)
-        SELECT count(*) FROM linked $q$, v_ids, v_targets);
-    v_rules := v_rules || jsonb_build_object('orphaned_appointment', consistency._check_rule_entry(
-        'warning', v_found, v_act.done, v_alerted, v_errors || v_act.errors, v_step));
+                RETURNING 1)
+            SELECT count(*) FROM linked $q$, p_ids, p_targets);
+    WHEN 'missing_appointment' THEN
+        -- The rollback path (creation_failed, critical alert, review item,
+        -- audit); see _rollback_missing.
+        v_act := consistency._check_step(p_rule, 'critical', 'call', $q$
+            SELECT consistency._rollback_missing($1) $q$, p_ids);
+        v_alerted := v_act.done;
+    WHEN 'inconsistent_link_status' THEN
+        -- Recomputed from the appointments, then alerted as one set: each
+        -- call that was recomputed (one that could not be is alerted as a
+        -- failed correction instead).
+        v_act := consistency._check_step(p_rule, 'warning', 'call', $q$
+            SELECT consistency.resync_calls($1) $q$, p_ids);
+        v_ids := ARRAY(SELECT id FROM unnest(p_ids) AS id WHERE id <> ALL (v_act.failed_ids));
+        BEGIN
+            v_alerted := cardinality(consistency._insert_alerts(
+                'inconsistent_link_status', 'warning', 'call', v_ids,
+                array_fill('appointment link status disagreed with the appointments; recomputed'::text,
+                           ARRAY[cardinality(v_ids)]),
+                array_fill('{}'::jsonb, ARRAY[cardinality(v_ids)]), true, consistency.now(), true));
+        EXCEPTION WHEN OTHERS THEN
+            v_act.errors := v_act.errors || consistency._check_failure(
+                p_rule, 'warning', 'call', NULL, SQLSTATE, SQLERRM);
+        END;
+    ELSE
+        RAISE EXCEPTION 'no correction for rule %', p_rule USING ERRCODE = 'invalid_parameter_value';
+    END CASE;
+    RETURN jsonb_build_object('rule', p_rule, 'corrected', v_act.done,
+                              'failed', coalesce(cardinality(v_act.failed_ids), 0),
+                              'alerted', v_alerted, 'errors', v_act.errors,
+                              'ms', consistency._ms_since(v_started));
+END
+$$;
 
-    -- Both link rules in one pass, after the orphans were re-attached. The
-    -- bulk path once the window holds a fifth of the calls (counted up to
-    -- that, from calls_created_at_idx; a window reaching the oldest call is
-    -- the whole table and needs no count): beyond it, probing each call
-    -- costs more than counting every appointment once (see _link_state).
-    v_step := clock_timestamp();
-    v_errors := '[]';
-    BEGIN
-        IF {{ calls.created_at.convert('v_since') }} <= (SELECT min(c.created_at) FROM public.calls c)
-{% if calls.created_at.nullable %}
-           OR v_since = '-infinity'
-{% endif %}
-        THEN
-            v_bulk := true;
-        ELSE
-            v_bulk_from := greatest(1000, (SELECT c.reltuples::bigint / 5 FROM pg_catalog.pg_class c
-                                            WHERE c.oid = 'public.calls'::pg_catalog.regclass));
-            SELECT count(*) >= v_bulk_from INTO v_bulk
-              FROM (SELECT 1 FROM public.calls c WHERE {{ calls.created_at.since('c.created_at', 'v_since') }} LIMIT v_bulk_from) w;
-        END IF;
-        -- EXECUTE: planned for this window and path on every run. A cached
-        -- generic plan (PL/pgSQL switches to one after five runs when it looks
-        -- no dearer) would be costed for an unknown window, and could trade the
-        -- created_at index condition of the probe path for a scan of all calls.
-        EXECUTE $q$
-            SELECT array_agg(r.call_id ORDER BY r.call_id)
-                       FILTER (WHERE r.rule = 'missing_appointment'),
-                   array_agg(r.call_id ORDER BY r.call_id)
-                       FILTER (WHERE r.rule = 'inconsistent_link_status')
-              FROM consistency._rule_link($1, $2, $3) r
-        $q$ INTO v_missing, v_ids USING v_since, v_now, v_bulk;
-    EXCEPTION WHEN OTHERS THEN
-        v_missing := NULL;
-        v_ids := NULL;
-        v_errors := jsonb_build_array(consistency._check_failure(
-            'link', 'critical', 'call', NULL, SQLSTATE, SQLERRM));
-    END;
-    v_detect_ms := consistency._ms_since(v_step);
-
-    -- missing_appointment: the rollback path (creation_failed, critical
-    -- alert, review item, audit); see _rollback_missing. A failure of the
-    -- shared detection pass is recorded here, once.
-    v_step := clock_timestamp();
-    v_act := consistency._check_step('missing_appointment', 'critical', 'call', $q$
-        SELECT consistency._rollback_missing($1) $q$, v_missing);
-    v_rules := v_rules || jsonb_build_object('missing_appointment', consistency._check_rule_entry(
-        'critical', v_act.done + cardinality(v_act.failed_ids), v_act.done, v_act.done,
-        v_errors || v_act.errors, v_step)
-        || jsonb_build_object('detect_ms', v_detect_ms,
-                              'path', CASE WHEN v_bulk THEN 'bulk' ELSE 'probe' END));
-
-    -- inconsistent_link_status: recompute from the appointments, then alert
-    -- (each call that was recomputed; a call that could not be is alerted
-    -- as a failed correction instead).
-    v_step := clock_timestamp();
-    v_act := consistency._check_step('inconsistent_link_status', 'warning', 'call', $q$
-        SELECT consistency.resync_calls($1) $q$, v_ids);
-    v_alerted := 0;
-    BEGIN
-        SELECT count(alert_id) INTO v_alerted
-          FROM (SELECT consistency.raise_alert('inconsistent_link_status', 'warning', 'call', id,
-                           'appointment link status disagreed with the appointments; recomputed',
-                           '{}', true) AS alert_id
-                  FROM unnest(v_ids) AS id
-                 WHERE id <> ALL (v_act.failed_ids)) al;
-    EXCEPTION WHEN OTHERS THEN
-        v_act.errors := v_act.errors || consistency._check_failure(
-            'inconsistent_link_status', 'warning', 'call', NULL, SQLSTATE, SQLERRM);
-    END;
-    v_rules := v_rules || jsonb_build_object('inconsistent_link_status',
-        consistency._check_rule_entry('warning', coalesce(cardinality(v_ids), 0), v_act.done,
-                                      v_alerted, v_act.errors, v_step)
-        || jsonb_build_object('detect_ms', v_detect_ms,
-                              'path', CASE WHEN v_bulk THEN 'bulk' ELSE 'probe' END));
-
-    -- session_outcome_mismatch: needs a person; evaluated after the
-    -- corrections above so it reports what really remains.
-    v_step := clock_timestamp();
-    v_errors := '[]';
-    v_found := 0;
-    v_alerted := 0;
-    BEGIN
-        SELECT count(*), count(alert_id) INTO v_found, v_alerted
-          FROM (SELECT consistency.raise_alert('session_outcome_mismatch', 'critical', 'call',
-                           r.call_id, 'call reported as booked but no appointment was made',
-                           r.detail) AS alert_id
-                  FROM consistency._rule_session_outcome_mismatch(v_since, v_now) r) al;
-    EXCEPTION WHEN OTHERS THEN
-        v_errors := jsonb_build_array(consistency._check_failure(
-            'session_outcome_mismatch', 'critical', 'call', NULL, SQLSTATE, SQLERRM));
-    END;
-    v_rules := v_rules || jsonb_build_object('session_outcome_mismatch',
-        consistency._check_rule_entry('critical', v_found, 0, v_alerted, v_errors, v_step));
-
-    v_step := clock_timestamp();
-    v_errors := '[]';
-    v_found := 0;
-    BEGIN
-        SELECT count(*) INTO v_found FROM consistency._rule_recent_failure(v_since, v_now);
-    EXCEPTION WHEN OTHERS THEN
-        v_errors := jsonb_build_array(consistency._check_failure(
-            'recent_failure', 'info', 'call', NULL, SQLSTATE, SQLERRM));
-    END;
-    v_rules := v_rules || jsonb_build_object('recent_failure',
-        consistency._check_rule_entry('info', v_found, 0, 0, v_errors, v_step));
+-- The check_runs row of a run, from the parts its steps returned: per rule
+-- found, corrected, alerted and wall time ("ms"; the link rules' one shared
+-- detection as "detect_ms", with its "path") summed over the parts; failed,
+-- the number of errors recorded (a correction that failed for an entity, a
+-- detection that failed), and the first ten of them. missing_appointment
+-- found what its correction confirmed (rolled back, or failed to be): a call
+-- that got its appointment since detection is no finding. Returns the id.
+CREATE OR REPLACE FUNCTION consistency._check_record(p_window interval, p_started timestamptz,
+                                                     p_waited numeric, p_parts jsonb)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rules jsonb;
+    v_id    bigint;
+BEGIN
+    WITH p AS (
+        SELECT x.value AS part, x.value ->> 'rule' AS rule, x.ordinality AS n
+          FROM jsonb_array_elements(p_parts) WITH ORDINALITY AS x
+    ), sums AS (
+        SELECT p.rule,
+               coalesce(sum((p.part ->> 'found')::int), 0)::int AS found,
+               coalesce(sum((p.part ->> 'corrected')::int), 0)::int AS corrected,
+               coalesce(sum((p.part ->> 'alerted')::int), 0)::int AS alerted,
+               coalesce(sum((p.part ->> 'failed')::int), 0)::int AS failed_entities,
+               coalesce(sum((p.part ->> 'ms')::numeric), 0) AS ms,
+               max((p.part ->> 'detect_ms')::numeric) AS detect_ms,
+               max(p.part ->> 'path') AS path
+          FROM p
+         GROUP BY p.rule
+    ), errs AS (
+        SELECT e.rule, count(*)::int AS failed,
+               jsonb_agg(e.error ORDER BY e.rn) FILTER (WHERE e.rn <= 10) AS errors
+          FROM (SELECT p.rule, x.value AS error,
+                       row_number() OVER (PARTITION BY p.rule ORDER BY p.n, x.ordinality) AS rn
+                  FROM p
+                 CROSS JOIN LATERAL jsonb_array_elements(coalesce(p.part -> 'errors', '[]'))
+                            WITH ORDINALITY AS x) e
+         GROUP BY e.rule
+    )
+    SELECT jsonb_object_agg(s.rule,
+               jsonb_build_object(
+                   'severity', consistency._check_severity(s.rule),
+                   'found', CASE s.rule WHEN 'missing_appointment'
+                                 THEN s.corrected + s.failed_entities ELSE s.found END,
+                   'corrected', s.corrected, 'alerted', s.alerted,
+                   'failed', coalesce(e.failed, 0), 'errors', coalesce(e.errors, '[]'),
+                   'ms', round(s.ms, 3))
+               || CASE WHEN s.path IS NULL THEN '{}'
+                       ELSE jsonb_build_object('detect_ms', s.detect_ms, 'path', s.path) END)
+      INTO v_rules
+      FROM sums s
+      LEFT JOIN errs e USING (rule);
 
     INSERT INTO consistency.check_runs (started_at, finished_at, duration_ms, waited_ms,
                                         check_window, found, corrected, alerted, failed, rules)
-    SELECT v_started, clock_timestamp(),
-           round(extract(epoch FROM clock_timestamp() - v_started)::numeric * 1000, 3), v_waited,
-           v_window,
-           sum((value ->> 'found')::int), sum((value ->> 'corrected')::int),
-           sum((value ->> 'alerted')::int), sum((value ->> 'failed')::int), v_rules
-      FROM jsonb_each(v_rules);
-
-    RETURN QUERY
-    SELECT r.rule, v_rules -> r.rule ->> 'severity', (v_rules -> r.rule ->> 'found')::int,
-           (v_rules -> r.rule ->> 'corrected')::int, (v_rules -> r.rule ->> 'alerted')::int
-      FROM unnest(ARRAY['session_outcome_mismatch', 'missing_appointment',
-                        'inconsistent_link_status', 'missing_direction',
-                        'orphaned_appointment', 'recent_failure'])
-           WITH ORDINALITY AS r(rule, ord)
-     ORDER BY r.ord;
+    SELECT p_started, clock_timestamp(),
+           round(extract(epoch FROM clock_timestamp() - p_started)::numeric * 1000, 3), p_waited,
+           p_window,
+           coalesce(sum((value ->> 'found')::int), 0), coalesce(sum((value ->> 'corrected')::int), 0),
+           coalesce(sum((value ->> 'alerted')::int), 0), coalesce(sum((value ->> 'failed')::int), 0),
+           coalesce(v_rules, '{}')
+      FROM jsonb_each(coalesce(v_rules, '{}'))
+    RETURNING id INTO v_id;
+    RETURN v_id;
 END
 $$;
+
+-- The result rows of a recorded run, in the contract's rule order.
+CREATE OR REPLACE FUNCTION consistency._check_result(p_run_id bigint)
+RETURNS TABLE (rule text, severity text, found int, corrected int, alerted int)
+LANGUAGE sql STABLE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT r.rule, c.rules -> r.rule ->> 'severity', (c.rules -> r.rule ->> 'found')::int,
+           (c.rules -> r.rule ->> 'corrected')::int, (c.rules -> r.rule ->> 'alerted')::int
+      FROM consistency.check_runs c
+     CROSS JOIN unnest(ARRAY['session_outcome_mismatch', 'missing_appointment',
+                             'inconsistent_link_status', 'missing_direction',
+                             'orphaned_appointment', 'recent_failure'])
+                WITH ORDINALITY AS r(rule, ord)
+     WHERE c.id = p_run_id
+     ORDER BY r.ord;
+END;
+
+-- The whole run in one transaction (the contract's API; what pg_cron calls).
+-- Every correction's row locks are held until the caller commits: for a
+-- window with many corrections, `consistency check` runs the same steps in
+-- bounded, committed slices instead.
+CREATE OR REPLACE FUNCTION consistency.run_check(p_window interval DEFAULT NULL)
+RETURNS TABLE (rule text, severity text, found int, corrected int, alerted int)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_started timestamptz := clock_timestamp();
+    v_bounds  record;
+    v_waited  numeric;
+    v_step    text;
+    v_found   record;
+    v_parts   jsonb := '[]';
+    v_run     bigint;
+BEGIN
+    v_bounds := consistency._check_window(p_window);
+    -- One run at a time: a second run waits here, then starts from the first
+    -- one's committed corrections, so nothing is corrected or alerted twice.
+    PERFORM pg_advisory_xact_lock(consistency._check_lock_key());
+    v_waited := consistency._ms_since(v_started);
+    IF v_waited > 100 THEN
+        RAISE NOTICE 'waited % ms for a concurrent consistency check', v_waited;
+    END IF;
+
+    FOREACH v_step IN ARRAY consistency._check_steps() LOOP
+        FOR v_found IN
+            SELECT * FROM consistency._check_detect(v_step, v_bounds.since, v_bounds.now)
+        LOOP
+            v_parts := v_parts || v_found.part;
+            IF v_found.ids IS NOT NULL THEN
+                v_parts := v_parts || consistency._check_correct(v_found.rule, v_found.ids,
+                                                                 v_found.targets);
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    v_run := consistency._check_record(v_bounds.check_window, v_started, v_waited, v_parts);
+    RETURN QUERY SELECT r.* FROM consistency._check_result(v_run) AS r;
+END
+$$;
+
+-- The batched run's begin and end (orchestrator/monitor.py). Begin takes the
+-- run's lock at session level, so that it outlives the slices' commits
+-- (a lost connection releases it), and returns the run's bounds.
+CREATE OR REPLACE FUNCTION consistency._check_begin(p_window interval,
+    OUT check_window interval, OUT since timestamptz, OUT now timestamptz,
+    OUT started_at timestamptz, OUT waited_ms numeric)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    started_at := clock_timestamp();
+    -- The window is checked before the lock: a session lock outlives the
+    -- error of the transaction that took it.
+    PERFORM consistency._check_window(p_window);
+    PERFORM pg_advisory_lock(consistency._check_lock_key());
+    waited_ms := consistency._ms_since(started_at);
+    IF waited_ms > 100 THEN
+        RAISE NOTICE 'waited % ms for a concurrent consistency check', waited_ms;
+    END IF;
+    SELECT w.check_window, w.since, w.now INTO check_window, since, now
+      FROM consistency._check_window(p_window) AS w;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION consistency._check_end()
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+RETURN pg_advisory_unlock(consistency._check_lock_key());
 
 CREATE OR REPLACE FUNCTION consistency.check_call(p_call_id bigint)
 RETURNS TABLE (issue text, severity text, detail jsonb)

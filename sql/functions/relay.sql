@@ -37,8 +37,15 @@ LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_now timestamptz := consistency.now();
+    v_now timestamptz;
 BEGIN
+    -- No sink yet (a fresh install, a deployment without a relay): nothing
+    -- is owed. Costs an alerting statement ~3 us instead of the ~15 us of an
+    -- INSERT that finds no row to write.
+    IF NOT EXISTS (SELECT FROM consistency.relay_sinks) THEN
+        RETURN NULL;
+    END IF;
+    v_now := consistency.now();
     INSERT INTO consistency.relay_deliveries (alert_id, sink_id, next_attempt_at, created_at)
     SELECT a.id, s.id, consistency._relay_first_due(s.digest_seconds, a.severity, v_now), v_now
       FROM new_alerts AS a

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 EXPECTED = {
-    "triggers.insert_1", "triggers.insert_select_100", "triggers.insert_100_single",
-    "triggers.insert_10000", "triggers.delete_100", "validation.p95", "circuit.closed_path",
+    "triggers.first_1", "triggers.insert_select_100", "triggers.cancel_only",
+    "triggers.delete_100_last", "validation.p95", "circuit.closed_path",
     "circuit.transition", "circuit.breaker_call", "check.window.500", "check.whole_table.500",
     "relay.throughput", "relay.hanging_sink", "relay.latency_p99", "serve.scrape",
     "serve.alert_writes",

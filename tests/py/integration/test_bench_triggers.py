@@ -4,25 +4,32 @@ from __future__ import annotations
 
 import json
 
+from orchestrator.bench.triggers import WORKLOADS
+
 
 def test_bench_triggers_runs_every_variant_and_workload(cluster, run_cli) -> None:
-    result = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--calls", "2000",
-                     "--repeat", "2", "--json")
+    result = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--calls", "1000",
+                     "--repeat", "1", "--json")
     assert result.code == 0, result
     data = json.loads(result.out)
-    assert set(data["workloads"]) == {"insert_1", "insert_select_100", "insert_100_single",
-                                      "insert_10000", "delete_100"}
-    for entry in data["workloads"].values():
-        assert {"baseline", "row_level", "guard"} <= set(entry)
-        assert entry["ratio"]["baseline"] == 1.0
-        assert entry["guard"]["n"] >= 2 and entry["guard"]["median_ms"] > 0
-        assert entry["violations"] == 0, "the guard left a violation behind"
+    assert set(data["workloads"]) == {w.name for w in WORKLOADS}
+    assert {"insert_1", "insert_select_100", "insert_100_single", "insert_10000",
+            "delete_100"} <= set(data["workloads"]), "the workloads of issue 3 are kept"
+    for name, entry in data["workloads"].items():
+        for mode in ("server", "client"):
+            assert {"baseline", "row_level", "guard"} <= set(entry[mode]), (name, mode)
+            assert entry[mode]["ratio"]["baseline"] == 1.0
+            assert entry[mode]["guard"]["n"] >= 1 and entry[mode]["guard"]["median_ms"] > 0
+        assert entry["guard"] == entry["server"]["guard"], "top-level figures are server side"
+        assert entry["violations"] == 0, f"the guard left a violation behind in {name}"
 
 
 def test_bench_triggers_table_output(cluster, run_cli) -> None:
     result = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--calls", "500",
-                     "--repeat", "1")
+                     "--repeat", "1", "--workload", "cancel_only")
     assert result.code == 0, result
-    assert "guard" in result.out and "INSERT" in result.out
+    assert "guard" in result.out and "cancel" in result.out and "INSERT" not in result.out
     with_bad = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--calls", "5")
     assert with_bad.code == 2 and "--calls" in with_bad.err
+    unknown = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--workload", "nope")
+    assert unknown.code == 2 and "unknown workload 'nope'" in unknown.err

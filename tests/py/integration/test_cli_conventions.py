@@ -197,7 +197,7 @@ def test_a_monitor_login_reports_and_lists_but_cannot_check(conn, dsn, run_cli,
 
     check = run_cli("check", "--dsn", as_watcher)
     assert check.code == 2 and check.err.count("\n") == 1
-    assert "permission denied for function check_findings" in check.err
+    assert "permission denied for function _check_begin" in check.err
     assert "runs as the guard's owner" in check.err
     assert conn.execute("SELECT count(*) FROM consistency.check_runs").fetchone()[0] == runs
 

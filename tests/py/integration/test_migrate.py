@@ -284,3 +284,32 @@ def test_an_upgrade_brings_settings_within_their_new_bounds(empty_db: str) -> No
                              "FROM consistency.audit_log").fetchall()
     assert audit == [("consistency migrate", "setting.clamp", "monitoring.recent_hours",
                       {"value": 2147483647}, {"value": 8760})]
+
+
+def test_an_upgrade_drops_the_link_state_indexes_migrate_created_only(empty_db: str) -> None:
+    # An install made before 0013: indexes on the sync's columns that migrate
+    # created (recorded), and one of the application's own on the same column.
+    migrate.migrate(empty_db, upto="0012_adoption", env={})
+    with psycopg.connect(empty_db) as conn:
+        conn.execute("""
+            CREATE INDEX calls_appointment_made_created_at_idx
+                ON calls (appointment_made, created_at);
+            CREATE INDEX calls_outcome_mismatch_idx ON calls (created_at)
+                WHERE session_outcome = 'appointment_booked' AND NOT appointment_made;
+            CREATE INDEX calls_created_at_idx ON calls (created_at);
+            CREATE INDEX app_link_status_idx ON calls (appointment_link_status);
+            INSERT INTO consistency.installed_objects (kind, table_name, name)
+            VALUES ('index', 'calls', 'calls_appointment_made_created_at_idx'),
+                   ('index', 'calls', 'calls_outcome_mismatch_idx'),
+                   ('index', 'calls', 'calls_created_at_idx');""")
+    migrate.migrate(empty_db, env={})
+    with psycopg.connect(empty_db) as conn:
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index "
+            "WHERE indrelid = 'public.calls'::regclass")}
+        recorded = {r[0] for r in conn.execute(
+            "SELECT name FROM consistency.installed_objects WHERE kind = 'index'")}
+    assert {"calls_appointment_made_created_at_idx", "calls_outcome_mismatch_idx"}.isdisjoint(
+        indexes | recorded)
+    assert {"calls_created_at_idx", "app_link_status_idx"} <= indexes
+    assert "app_link_status_idx" not in recorded

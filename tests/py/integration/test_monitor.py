@@ -211,7 +211,9 @@ def test_the_every_loop_survives_any_database_error(dsn, caplog) -> None:
     from orchestrator import monitor
 
     with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute("ALTER FUNCTION consistency.run_check(interval) RENAME TO run_check_away")
+        # A step of the batched run the loop makes (monitor.run_check).
+        admin.execute("ALTER FUNCTION consistency._check_detect(text, timestamptz, timestamptz) "
+                      "RENAME TO check_detect_away")
     stop, reports = threading.Event(), []
 
     def on_result(report) -> None:
@@ -225,10 +227,11 @@ def test_the_every_loop_survives_any_database_error(dsn, caplog) -> None:
     deadline = time.monotonic() + 10
     while caplog.text.count("check failed") < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert caplog.text.count("check failed") >= 2 and "run_check" in caplog.text
+    assert caplog.text.count("check failed") >= 2 and "_check_detect" in caplog.text
     assert loop.is_alive(), "an error that is not a lost connection ended the loop"
     with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute("ALTER FUNCTION consistency.run_check_away(interval) RENAME TO run_check")
+        admin.execute("ALTER FUNCTION consistency.check_detect_away(text, timestamptz, "
+                      "timestamptz) RENAME TO _check_detect")
     loop.join(timeout=10)
     stop.set()
     assert reports and not loop.is_alive(), "the loop did not run again once the error was gone"
@@ -294,3 +297,102 @@ def test_a_duration_out_of_range_is_one_line_and_changes_nothing(conn, dsn, run_
     result = run_cli(*args, "--dsn", dsn)
     assert (result.code, result.err) == (2, f"error: {message}\n"), result
     assert conn.execute("SELECT count(*) FROM consistency.check_runs").fetchone()[0] == 0
+
+
+# A bulk fix made behind the triggers' back: calls that have an appointment
+# but say they have none (inconsistent_link_status: resynced, alerted). An
+# application trigger that takes 20 ms per written call makes the run long
+# enough to watch.
+SLOW_DRIFT = """
+INSERT INTO calls (id, external_call_id, created_at)
+SELECT g, 'slow-' || g, now() - interval '5 minutes' FROM generate_series(1, %(n)s) g;
+INSERT INTO appointments (call_id, external_booking_id, source)
+SELECT g, 'slow-b' || g, 'voice_agent' FROM generate_series(1, %(n)s) g;
+SET session_replication_role = replica;
+UPDATE calls SET appointment_made = false, appointment_link_status = 'unlinked';
+SET session_replication_role = origin;
+CREATE FUNCTION public.slow_write() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$;
+CREATE TRIGGER app_slow_write BEFORE UPDATE ON calls
+    FOR EACH ROW WHEN (NEW.appointment_made) EXECUTE FUNCTION public.slow_write();
+"""
+
+
+def _slow_drift(conn: psycopg.Connection, n: int) -> None:
+    conn.execute(SLOW_DRIFT.replace("%(n)s", str(n)))
+    conn.commit()
+
+
+def _linked(conn: psycopg.Connection) -> int:
+    count = conn.execute("SELECT count(*) FROM calls WHERE appointment_made").fetchone()[0]
+    conn.commit()
+    return int(count)
+
+
+def test_a_batched_check_commits_as_it_goes(conn, connect) -> None:
+    from datetime import timedelta
+
+    from orchestrator import monitor
+
+    _slow_drift(conn, 100)
+    checker, writer = connect(), connect(autocommit=True)
+    report: list = []
+    run = threading.Thread(target=lambda: report.append(
+        monitor.run_check(checker, timedelta(hours=1), slice_ms=50)))
+    run.start()
+    deadline = time.monotonic() + 20
+    while _linked(conn) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    corrected = conn.execute("SELECT min(id) FROM calls WHERE appointment_made").fetchone()[0]
+    conn.commit()
+    assert corrected is not None and run.is_alive(), "no slice was committed during the run"
+    assert conn.execute("SELECT count(*) FROM consistency.check_runs").fetchone()[0] == 0
+    # A write to a call the run already corrected does not wait for its end.
+    writer.execute("INSERT INTO appointments (call_id, external_booking_id) VALUES (%s, 'new')",
+                   [corrected])
+    assert run.is_alive(), "the application write waited for the whole run"
+    run.join(timeout=60)
+    (result,) = report
+    rules = {r.rule: r for r in result.rules}
+    assert (rules["inconsistent_link_status"].found,
+            rules["inconsistent_link_status"].corrected,
+            rules["inconsistent_link_status"].alerted) == (100, 100, 100)
+    assert _linked(conn) == 100
+    assert conn.execute("SELECT count(*) FROM consistency.violations()").fetchone()[0] == 0
+
+
+def test_batched_checks_run_one_at_a_time_and_correct_once(conn, connect) -> None:
+    from datetime import timedelta
+
+    from orchestrator import monitor
+
+    _slow_drift(conn, 100)
+    first, second = connect(), connect()
+    reports: dict[str, object] = {}
+
+    def check(name: str, session: psycopg.Connection) -> None:
+        reports[name] = monitor.run_check(session, timedelta(hours=1), slice_ms=50)
+
+    one = threading.Thread(target=check, args=("first", first))
+    one.start()
+    deadline = time.monotonic() + 20
+    while _linked(conn) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    two = threading.Thread(target=check, args=("second", second))
+    two.start()
+    waiting = 0
+    while not waiting and one.is_alive():
+        waiting = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s "
+                               "AND wait_event = 'advisory'",
+                               [second.info.backend_pid]).fetchone()[0]
+        conn.commit()
+    assert waiting == 1, "the second run did not wait for the first"
+    one.join(timeout=60)
+    two.join(timeout=60)
+    rules = {r.rule: r for r in reports["second"].rules}  # type: ignore[attr-defined]
+    assert (rules["inconsistent_link_status"].found,
+            rules["inconsistent_link_status"].corrected) == (0, 0), "corrected twice"
+    assert reports["second"].waited_ms >= 100  # type: ignore[attr-defined]
+    alerts = conn.execute("SELECT count(*) FROM consistency.alerts "
+                          "WHERE alert_type = 'inconsistent_link_status'").fetchone()[0]
+    assert alerts == 100
