@@ -41,7 +41,7 @@ BEGIN
     WITH d AS (
         SELECT n.call_id, count(*)::integer AS delta
           FROM new_rows n
-         WHERE n.call_id IS NOT NULL AND n.deleted_at IS NULL AND n.status <> 'cancelled'
+         WHERE n.call_id IS NOT NULL AND {{ active('n') }}
          GROUP BY n.call_id
          ORDER BY n.call_id
     ), u AS (
@@ -67,7 +67,7 @@ BEGIN
     END IF;
 {% if calls.links %}
     PERFORM consistency._link_sync_refs(ARRAY(
-        SELECT n.id FROM new_rows n WHERE n.deleted_at IS NULL AND n.status <> 'cancelled'));
+        SELECT n.id FROM new_rows n WHERE {{ active('n') }}));
 {% endif %}
     RETURN NULL;
 END
@@ -96,11 +96,11 @@ BEGIN
                count(*) FILTER (WHERE x.delta < 0)::integer AS gone_count
           FROM (SELECT o.call_id, o.id, -1 AS delta
                   FROM old_rows o
-                 WHERE o.call_id IS NOT NULL AND o.deleted_at IS NULL AND o.status <> 'cancelled'
+                 WHERE o.call_id IS NOT NULL AND {{ active('o') }}
                 UNION ALL
                 SELECT n.call_id, n.id, 1
                   FROM new_rows n
-                 WHERE n.call_id IS NOT NULL AND n.deleted_at IS NULL AND n.status <> 'cancelled') x
+                 WHERE n.call_id IS NOT NULL AND {{ active('n') }}) x
          GROUP BY x.call_id
         HAVING sum(x.delta) <> 0
          ORDER BY x.call_id
@@ -140,13 +140,13 @@ BEGIN
 {% if calls.links %}
     -- Appointments that became active or stopped being active.
     PERFORM consistency._link_sync_refs(ARRAY(
-        (SELECT o.id FROM old_rows o WHERE o.deleted_at IS NULL AND o.status <> 'cancelled'
+        (SELECT o.id FROM old_rows o WHERE {{ active('o') }}
          EXCEPT
-         SELECT n.id FROM new_rows n WHERE n.deleted_at IS NULL AND n.status <> 'cancelled')
+         SELECT n.id FROM new_rows n WHERE {{ active('n') }})
         UNION
-        (SELECT n.id FROM new_rows n WHERE n.deleted_at IS NULL AND n.status <> 'cancelled'
+        (SELECT n.id FROM new_rows n WHERE {{ active('n') }}
          EXCEPT
-         SELECT o.id FROM old_rows o WHERE o.deleted_at IS NULL AND o.status <> 'cancelled')));
+         SELECT o.id FROM old_rows o WHERE {{ active('o') }})));
 {% endif %}
     RETURN NULL;
 END
@@ -169,7 +169,7 @@ BEGIN
     WITH d AS (
         SELECT o.call_id, -count(*)::integer AS delta, max(o.id) AS gone
           FROM old_rows o
-         WHERE o.call_id IS NOT NULL AND o.deleted_at IS NULL AND o.status <> 'cancelled'
+         WHERE o.call_id IS NOT NULL AND {{ active('o') }}
          GROUP BY o.call_id
          ORDER BY o.call_id
     ), u AS (
@@ -198,7 +198,7 @@ BEGIN
     -- A link column with a foreign key was already cleared by its ON DELETE
     -- action (and its call recounted then); one without still names the row.
     PERFORM consistency._link_sync_refs(ARRAY(
-        SELECT o.id FROM old_rows o WHERE o.deleted_at IS NULL AND o.status <> 'cancelled'));
+        SELECT o.id FROM old_rows o WHERE {{ active('o') }}));
 {% endif %}
     RETURN NULL;
 END
@@ -264,7 +264,7 @@ BEGIN ATOMIC
     SELECT count(*)::integer
       FROM unnest(p_ids) AS r(id)
       JOIN public.appointments a ON a.id = r.id
-     WHERE a.deleted_at IS NULL AND a.status <> 'cancelled';
+     WHERE {{ active('a') }};
 END;
 
 -- The same, locking the appointments counted (see _call_rules).
@@ -276,7 +276,7 @@ BEGIN ATOMIC
       FROM (SELECT 1
               FROM unnest(p_ids) AS r(id)
               JOIN public.appointments a ON a.id = r.id
-             WHERE a.deleted_at IS NULL AND a.status <> 'cancelled'
+             WHERE {{ active('a') }}
                FOR SHARE OF a) x;
 END;
 

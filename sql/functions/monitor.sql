@@ -1,8 +1,10 @@
 -- The consistency monitor. Detection rules are STABLE SQL functions so that
 -- run_check (every call of a window) and check_call (one call) share one
--- definition of each rule. "Active" appointment: deleted_at IS NULL AND
--- status <> 'cancelled'. Truth is always the appointments table, never the
--- guard's own counter: the monitor exists for the writes that bypassed it.
+-- definition of each rule. "Active" appointment: the template helper
+-- active() (orchestrator/render.py), rendered into every query that counts
+-- them, as into the partial index they use. Truth is always the appointments
+-- table, never the guard's own counter: the monitor exists for the writes
+-- that bypassed it.
 --
 -- The rules have SQL-standard bodies (BEGIN ATOMIC): parsed when migrate
 -- creates them, so no caller's search_path changes what they call, and still
@@ -37,8 +39,7 @@ BEGIN ATOMIC
            c.active_appointment_count{{ refs('c') }}, t.n{{ with_links(' + ' + link_count()) }}
       FROM public.calls c
      CROSS JOIN LATERAL (SELECT count(*)::integer AS n FROM public.appointments a
-                          WHERE a.call_id = c.id AND a.deleted_at IS NULL
-                            AND a.status <> 'cancelled') t{{ link_joins('c') }}
+                          WHERE a.call_id = c.id AND {{ active('a') }}) t{{ link_joins('c') }}
      WHERE NOT p_bulk
        AND {{ calls.created_at.since('c.created_at', 'p_since') }}
     UNION ALL
@@ -47,8 +48,7 @@ BEGIN ATOMIC
       FROM public.calls c
       LEFT JOIN (SELECT a.call_id, count(*)::integer AS n
                    FROM public.appointments a
-                  WHERE a.call_id IS NOT NULL AND a.deleted_at IS NULL
-                    AND a.status <> 'cancelled'
+                  WHERE a.call_id IS NOT NULL AND {{ active('a') }}
                   GROUP BY a.call_id) t ON t.call_id = c.id{{ link_joins('c') }}
      WHERE p_bulk
        AND {{ calls.created_at.since('c.created_at', 'p_since') }};

@@ -45,7 +45,7 @@ BEGIN
 {% endif %}
           FROM public.calls c
           LEFT JOIN public.appointments a
-                 ON a.call_id = c.id AND a.deleted_at IS NULL AND a.status <> 'cancelled'
+                 ON a.call_id = c.id AND {{ active('a') }}
          WHERE p_call_ids IS NULL OR c.id = ANY (p_call_ids)
          GROUP BY c.id
     )
@@ -101,7 +101,7 @@ AS $$
                count(a.id)::integer AS n
           FROM public.calls c
           LEFT JOIN public.appointments a
-                 ON a.call_id = c.id AND a.deleted_at IS NULL AND a.status <> 'cancelled'
+                 ON a.call_id = c.id AND {{ active('a') }}
          GROUP BY c.id
     )
     SELECT t.id, v.rule, v.expected, v.actual
