@@ -224,10 +224,10 @@ BEGIN
         -- Throttled: the call was rolled back moments ago. Each rollback is
         -- an event someone must see, not a repeated symptom, so it is never
         -- suppressed; the metadata says it went past the throttle.
-        v_alert_id := consistency._insert_alert('appointment_rollback', 'critical', 'call',
-                                                p_call_id, v_desc,
-                                                v_metadata || '{"throttle_bypassed": true}',
-                                                false, consistency.now());
+        v_alert_id := (consistency._insert_alerts('appointment_rollback', 'critical', 'call',
+                                                  ARRAY[p_call_id], ARRAY[v_desc],
+                                                  ARRAY[v_metadata || '{"throttle_bypassed": true}'],
+                                                  false, consistency.now()))[1];
     END IF;
 
     v_review_id := consistency.review_enqueue(

@@ -112,8 +112,8 @@ SELECT bag_eq($$ SELECT entity_id, alert_type FROM consistency.alerts WHERE enti
 SET LOCAL ROLE consistency_app;
 SELECT throws_ok($$ SELECT consistency.raise_alert('appointment_unlinked', 'warning', 'call', 17, 'forged') $$,
                  '42501', NULL::text, 'consistency_app cannot call raise_alert');
-SELECT throws_ok($$ SELECT consistency._raise_alerts('appointment_unlinked', 'warning', 'call',
-                        ARRAY[17::bigint], ARRAY['forged'], ARRAY['{}'::jsonb], false) $$,
+SELECT throws_ok($$ SELECT consistency._insert_alerts('appointment_unlinked', 'warning', 'call',
+                        ARRAY[17::bigint], ARRAY['forged'], ARRAY['{}'::jsonb], false, now()) $$,
                  '42501', NULL::text, 'nor the guard''s internal alert helper');
 RESET ROLE;
 
