@@ -146,9 +146,13 @@ def context(conn: psycopg.Connection, profile: Profile, facts: Facts) -> dict[st
     ctx: dict[str, Any] = {
         name: Namespace({k: lit[v] for k, v in section.model_dump().items()})
         for name, section in value_sections.items()}
-    ctx["outcome"]["booking"] = SQL(", ".join(
-        dict.fromkeys([lit[p.session_outcome.appointment_booked],
-                       lit[p.session_outcome.appointment_rescheduled]])))
+    # The booking outcomes, the one list of them: for IN (...), and as a
+    # NULL-safe "none of them" of plain comparisons (the call rules' WHEN).
+    booking = list(dict.fromkeys([lit[p.session_outcome.appointment_booked],
+                                  lit[p.session_outcome.appointment_rescheduled]]))
+    ctx["outcome"]["booking"] = SQL(", ".join(booking))
+    ctx["outcome"]["not_booking"] = lambda expr: SQL(
+        " AND ".join(f"{expr} IS DISTINCT FROM {b}" for b in booking))
     ctx["calls"] = Table(
         booking_id=ident[p.calls.booking_id], created_at=time("calls", "created_at"),
         call_id=ident[p.calls.call_id], links=[ident[c] for c in p.links],
