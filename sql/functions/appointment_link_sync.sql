@@ -178,7 +178,7 @@ BEGIN
                appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta{{ refs('c') }} > 0 THEN {{ link.linked }}
                                                WHEN c.appointment_link_status = {{ link.linked }} THEN {{ link.cancelled }}
                                                ELSE c.appointment_link_status END,
-               appointment_made         = c.active_appointment_count + d.delta > 0
+               appointment_made         = c.active_appointment_count + d.delta{{ refs('c') }} > 0
           FROM d
          WHERE c.id = d.call_id
         RETURNING c.id, c.active_appointment_count{{ refs('c') }} AS n, d.gone, -d.delta AS gone_count
