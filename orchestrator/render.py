@@ -159,6 +159,7 @@ def context(conn: psycopg.Connection, profile: Profile, facts: Facts) -> dict[st
         updated_at=time("calls", "updated_at"),
         appointment_linked_at=time("calls", "appointment_linked_at"),
         customer_linked_at=time("calls", "customer_linked_at"))
+    ctx["link_fields"] = _link_fields(ctx["link"], ctx["calls"].appointment_linked_at.now())
     ctx["appointments"] = Table(
         booking_id=ident[p.appointments.booking_id],
         created_at=time("appointments", "created_at"),
@@ -166,6 +167,29 @@ def context(conn: psycopg.Connection, profile: Profile, facts: Facts) -> dict[st
                         else f"IN ({', '.join(sources)})"),
         call_id_fk=facts.call_id_fk)
     return ctx
+
+
+def _link_fields(link: Namespace, linked_at: SQL) -> Any:
+    def link_fields(n: str, *, cancels: bool = True, stamps: bool = True) -> SQL:
+        """The link fields G1 and G2 derive from a call's number of active
+        appointments ``n`` (an expression over the call ``c``, the profile's
+        link columns included), as the SET items of the UPDATE that changes
+        ``n``: linked while n > 0; a linked call left with none cancelled
+        (G3; ``cancels``); appointment_linked_at stamped when it becomes
+        linked (``stamps``). Every write of these fields renders it, so they
+        cannot disagree (the counter guard refuses a write that would)."""
+        status = f"CASE WHEN {n} > 0 THEN {link.linked}"
+        if cancels:
+            status += f" WHEN c.appointment_link_status = {link.linked} THEN {link.cancelled}"
+        items = [f"appointment_link_status = {status} ELSE c.appointment_link_status END",
+                 f"appointment_made = {n} > 0"]
+        if stamps:
+            items.append(f"appointment_linked_at = CASE WHEN c.appointment_link_status <> "
+                         f"{link.linked} AND {n} > 0 THEN {linked_at} "
+                         f"ELSE c.appointment_linked_at END")
+        return SQL(",\n               ".join(items))
+
+    return link_fields
 
 
 def _helpers(links: list[SQL]) -> dict[str, Any]:

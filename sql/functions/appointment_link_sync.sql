@@ -47,13 +47,7 @@ BEGIN
     ), u AS (
         UPDATE public.calls c
            SET active_appointment_count = c.active_appointment_count + d.delta,
-               appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta{{ refs('c') }} > 0
-                                               THEN {{ link.linked }} ELSE c.appointment_link_status END,
-               appointment_made         = c.active_appointment_count + d.delta{{ refs('c') }} > 0,
-               appointment_linked_at    = CASE WHEN c.appointment_link_status <> {{ link.linked }}
-                                                AND c.active_appointment_count + d.delta{{ refs('c') }} > 0
-                                               THEN {{ calls.appointment_linked_at.now() }}
-                                               ELSE c.appointment_linked_at END
+               {{ link_fields('c.active_appointment_count + d.delta' + refs('c'), cancels=false) }}
           FROM d
          WHERE c.id = d.call_id
         RETURNING c.id, c.active_appointment_count{{ refs('c') }} AS n, c.session_outcome
@@ -107,14 +101,7 @@ BEGIN
     ), u AS (
         UPDATE public.calls c
            SET active_appointment_count = c.active_appointment_count + d.delta,
-               appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta{{ refs('c') }} > 0 THEN {{ link.linked }}
-                                               WHEN c.appointment_link_status = {{ link.linked }} THEN {{ link.cancelled }}
-                                               ELSE c.appointment_link_status END,
-               appointment_made         = c.active_appointment_count + d.delta{{ refs('c') }} > 0,
-               appointment_linked_at    = CASE WHEN c.appointment_link_status <> {{ link.linked }}
-                                                AND c.active_appointment_count + d.delta{{ refs('c') }} > 0
-                                               THEN {{ calls.appointment_linked_at.now() }}
-                                               ELSE c.appointment_linked_at END
+               {{ link_fields('c.active_appointment_count + d.delta' + refs('c')) }}
           FROM d
          WHERE c.id = d.call_id
         RETURNING c.id, c.active_appointment_count{{ refs('c') }} AS n, d.delta, d.gone, d.gone_count,
@@ -175,10 +162,7 @@ BEGIN
     ), u AS (
         UPDATE public.calls c
            SET active_appointment_count = c.active_appointment_count + d.delta,
-               appointment_link_status  = CASE WHEN c.active_appointment_count + d.delta{{ refs('c') }} > 0 THEN {{ link.linked }}
-                                               WHEN c.appointment_link_status = {{ link.linked }} THEN {{ link.cancelled }}
-                                               ELSE c.appointment_link_status END,
-               appointment_made         = c.active_appointment_count + d.delta{{ refs('c') }} > 0
+               {{ link_fields('c.active_appointment_count + d.delta' + refs('c'), stamps=false) }}
           FROM d
          WHERE c.id = d.call_id
         RETURNING c.id, c.active_appointment_count{{ refs('c') }} AS n, d.gone, -d.delta AS gone_count
@@ -321,14 +305,7 @@ BEGIN
     ), u AS (
         UPDATE public.calls c
            SET active_appointment_refs = r.n,
-               appointment_link_status = CASE WHEN c.active_appointment_count + r.n > 0 THEN {{ link.linked }}
-                                              WHEN c.appointment_link_status = {{ link.linked }} THEN {{ link.cancelled }}
-                                              ELSE c.appointment_link_status END,
-               appointment_made        = c.active_appointment_count + r.n > 0,
-               appointment_linked_at   = CASE WHEN c.appointment_link_status <> {{ link.linked }}
-                                               AND c.active_appointment_count + r.n > 0
-                                              THEN {{ calls.appointment_linked_at.now() }}
-                                              ELSE c.appointment_linked_at END
+               {{ link_fields('c.active_appointment_count + r.n') }}
           FROM r
          WHERE c.id = r.id AND c.active_appointment_refs <> r.n
         RETURNING c.id, c.active_appointment_count + r.n AS n,

@@ -54,13 +54,7 @@ BEGIN
 {% if calls.links %}
            active_appointment_refs  = t.refs,
 {% endif %}
-           appointment_link_status  = CASE WHEN t.n{{ with_links(' + t.refs') }} > 0 THEN {{ link.linked }}
-                                           WHEN c.appointment_link_status = {{ link.linked }} THEN {{ link.cancelled }}
-                                           ELSE c.appointment_link_status END,
-           appointment_made         = t.n{{ with_links(' + t.refs') }} > 0,
-           appointment_linked_at    = CASE WHEN t.n{{ with_links(' + t.refs') }} > 0 AND c.appointment_link_status <> {{ link.linked }}
-                                           THEN {{ calls.appointment_linked_at.now() }}
-                                           ELSE c.appointment_linked_at END
+           {{ link_fields('t.n' + with_links(' + t.refs')) }}
       FROM t
      WHERE c.id = t.id
        AND (c.active_appointment_count <> t.n
