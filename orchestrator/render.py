@@ -146,15 +146,20 @@ def context(conn: psycopg.Connection, profile: Profile, facts: Facts) -> dict[st
     ctx: dict[str, Any] = {
         name: Namespace({k: lit[v] for k, v in section.model_dump().items()})
         for name, section in value_sections.items()}
-    ctx["outcome"]["booking"] = SQL(", ".join(
-        dict.fromkeys([lit[p.session_outcome.appointment_booked],
-                       lit[p.session_outcome.appointment_rescheduled]])))
+    # The booking outcomes, the one list of them: for IN (...), and as a
+    # NULL-safe "none of them" of plain comparisons (the call rules' WHEN).
+    booking = list(dict.fromkeys([lit[p.session_outcome.appointment_booked],
+                                  lit[p.session_outcome.appointment_rescheduled]]))
+    ctx["outcome"]["booking"] = SQL(", ".join(booking))
+    ctx["outcome"]["not_booking"] = lambda expr: SQL(
+        " AND ".join(f"{expr} IS DISTINCT FROM {b}" for b in booking))
     ctx["calls"] = Table(
         booking_id=ident[p.calls.booking_id], created_at=time("calls", "created_at"),
         call_id=ident[p.calls.call_id], links=[ident[c] for c in p.links],
         updated_at=time("calls", "updated_at"),
         appointment_linked_at=time("calls", "appointment_linked_at"),
         customer_linked_at=time("calls", "customer_linked_at"))
+    ctx["link_fields"] = _link_fields(ctx["link"], ctx["calls"].appointment_linked_at.now())
     ctx["appointments"] = Table(
         booking_id=ident[p.appointments.booking_id],
         created_at=time("appointments", "created_at"),
@@ -162,6 +167,29 @@ def context(conn: psycopg.Connection, profile: Profile, facts: Facts) -> dict[st
                         else f"IN ({', '.join(sources)})"),
         call_id_fk=facts.call_id_fk)
     return ctx
+
+
+def _link_fields(link: Namespace, linked_at: SQL) -> Any:
+    def link_fields(n: str, *, cancels: bool = True, stamps: bool = True) -> SQL:
+        """The link fields G1 and G2 derive from a call's number of active
+        appointments ``n`` (an expression over the call ``c``, the profile's
+        link columns included), as the SET items of the UPDATE that changes
+        ``n``: linked while n > 0; a linked call left with none cancelled
+        (G3; ``cancels``); appointment_linked_at stamped when it becomes
+        linked (``stamps``). Every write of these fields renders it, so they
+        cannot disagree (the counter guard refuses a write that would)."""
+        status = f"CASE WHEN {n} > 0 THEN {link.linked}"
+        if cancels:
+            status += f" WHEN c.appointment_link_status = {link.linked} THEN {link.cancelled}"
+        items = [f"appointment_link_status = {status} ELSE c.appointment_link_status END",
+                 f"appointment_made = {n} > 0"]
+        if stamps:
+            items.append(f"appointment_linked_at = CASE WHEN c.appointment_link_status <> "
+                         f"{link.linked} AND {n} > 0 THEN {linked_at} "
+                         f"ELSE c.appointment_linked_at END")
+        return SQL(",\n               ".join(items))
+
+    return link_fields
 
 
 def _helpers(links: list[SQL]) -> dict[str, Any]:
@@ -176,12 +204,19 @@ def _helpers(links: list[SQL]) -> dict[str, Any]:
     def link_array(alias: str) -> SQL:
         return SQL(f"ARRAY[{', '.join(f'{alias}.{c}' for c in links)}]::bigint[]")
 
+    def active(alias: str = "") -> SQL:
+        """The one statement of "an active appointment" (what G1 counts).
+        Rendered as text, so the planner sees plain column tests, and the
+        partial indexes rendered from it match the queries."""
+        row = f"{alias}." if alias else ""
+        return SQL(f"{row}deleted_at IS NULL AND {row}status <> 'cancelled'")
+
     def link_joins(alias: str) -> SQL:
         """One LEFT JOIN per link column to the active appointment it names
         (aliases r1, r2, ...), for link_count()."""
         return SQL("".join(
             f"\n      LEFT JOIN public.appointments r{i} ON r{i}.id = {alias}.{c}"
-            f" AND r{i}.deleted_at IS NULL AND r{i}.status <> 'cancelled'"
+            f" AND {active(f'r{i}')}"
             for i, c in enumerate(links, 1)))
 
     def link_count() -> SQL:
@@ -189,7 +224,7 @@ def _helpers(links: list[SQL]) -> dict[str, Any]:
                    or "0")
 
     return {"with_links": with_links, "refs": refs, "link_array": link_array,
-            "link_joins": link_joins, "link_count": link_count}
+            "active": active, "link_joins": link_joins, "link_count": link_count}
 
 
 def render(text: str, ctx: dict[str, Any], source: str = "<sql>") -> str:

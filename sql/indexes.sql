@@ -37,7 +37,7 @@ SELECT consistency._ensure_index('public.calls', 'calls_booking_failed_idx', $i$
 -- Its predicate columns change only when an appointment is cancelled or
 -- deleted, which already writes a new index entry (status, deleted_at).
 SELECT consistency._ensure_index('public.appointments', 'appointments_active_call_idx', $i$
-    (call_id) WHERE deleted_at IS NULL AND status <> 'cancelled' $i$);
+    (call_id) WHERE {{ active() }} $i$);
 {% for column in calls.links %}
 
 -- Each of the application's own link columns: the sync finds the calls

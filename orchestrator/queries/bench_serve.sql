@@ -89,11 +89,11 @@ SELECT (SELECT count(*) FROM public.calls), (SELECT count(*) FROM consistency.al
 
 -- name: bench_serve_raise_set --
 -- What one DELETE of 100 appointments raises: 20 appointment_unlinked alerts.
-SELECT count(*)
-  FROM consistency._raise_alerts('appointment_unlinked', 'warning', 'call',
-                                 ARRAY(SELECT %(first)s + g FROM generate_series(1, 20) AS g),
-                                 array_fill('lost its appointment'::text, ARRAY[20]),
-                                 array_fill('{}'::jsonb, ARRAY[20]))
+SELECT cardinality(consistency._insert_alerts(
+           'appointment_unlinked', 'warning', 'call',
+           ARRAY(SELECT %(first)s + g FROM generate_series(1, 20) AS g),
+           array_fill('lost its appointment'::text, ARRAY[20]),
+           array_fill('{}'::jsonb, ARRAY[20]), false, consistency.now(), true))
 
 -- name: bench_serve_forget_stdout_sink --
 -- Only the first sink keeps a history: the second is registered later.

@@ -122,8 +122,8 @@ BEGIN
     -- UPDATE, and the changes by kind (from the rows as they were).
     WITH a AS (
         SELECT a.call_id,
-               count(*) FILTER (WHERE a.deleted_at IS NULL AND a.status <> 'cancelled') AS n,
-               min(a.created_at) FILTER (WHERE a.deleted_at IS NULL AND a.status <> 'cancelled') AS first_at
+               count(*) FILTER (WHERE {{ active('a') }}) AS n,
+               min(a.created_at) FILTER (WHERE {{ active('a') }}) AS first_at
           FROM public.appointments a
          WHERE a.call_id IS NOT NULL
          GROUP BY a.call_id

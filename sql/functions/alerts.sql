@@ -1,8 +1,9 @@
--- raise_alert: the way an alert enters the outbox; _raise_alerts the same
--- for a set of entities at once. _insert_alerts is the single writer
--- (throttle, rows, NOTIFY), which the sync triggers call directly for their
--- G3 alerts (arguments they build are valid by construction); _insert_alert
--- wraps it for the rare caller that must not be throttled.
+-- Two ways in. raise_alert is the API: one alert, its arguments checked,
+-- throttled. _insert_alerts is the single writer of alert rows (throttle,
+-- rows, NOTIFY), for one entity or a set: raise_alert calls it, and so do
+-- the guard's own writers whose arguments are valid by construction, with
+-- a set or past the throttle (the sync triggers' G3 alerts, the monitor's
+-- inconsistent_link_status, rollback_booking's repeated rollback).
 
 -- Writes one alert per entity of the arrays (entity_id, description and
 -- metadata side by side; an entity listed twice gets the first entry), in
@@ -117,25 +118,7 @@ RETURNS interval
 LANGUAGE sql STABLE
 RETURN make_interval(mins => consistency.setting_int('monitoring.alert_throttle_minutes'));
 
-CREATE OR REPLACE FUNCTION consistency._insert_alert(
-    p_alert_type     text,
-    p_severity       text,
-    p_entity_type    text,
-    p_entity_id      bigint,
-    p_description    text,
-    p_metadata       jsonb,
-    p_auto_corrected boolean,
-    p_detected_at    timestamptz)
-RETURNS bigint
-LANGUAGE sql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT (consistency._insert_alerts(p_alert_type, p_severity, p_entity_type, ARRAY[p_entity_id],
-                                       ARRAY[p_description], ARRAY[p_metadata], p_auto_corrected,
-                                       p_detected_at))[1]
-$$;
-
--- The argument checks of raise_alert and _raise_alerts.
+-- The argument checks of raise_alert.
 CREATE OR REPLACE FUNCTION consistency._check_alert(
     p_alert_type  text,
     p_severity    text,
@@ -182,31 +165,5 @@ BEGIN
     RETURN (consistency._insert_alerts(p_alert_type, p_severity, p_entity_type, ARRAY[p_entity_id],
                                        ARRAY[p_description], ARRAY[p_metadata], p_auto_corrected,
                                        consistency.now(), true))[1];
-END
-$$;
-
--- raise_alert for a set of entities of one alert type, with the same
--- semantics per (alert_type, entity_type, entity_id) -- throttle, one row,
--- one NOTIFY -- in one statement instead of two per entity: what a
--- statement-level trigger that finds many entities at once calls. An entity
--- listed twice is alerted once (the first entry). Returns the new alert ids.
-CREATE OR REPLACE FUNCTION consistency._raise_alerts(
-    p_alert_type     text,
-    p_severity       text,
-    p_entity_type    text,
-    p_entity_ids     bigint[],
-    p_descriptions   text[],
-    p_metadata       jsonb[],
-    p_auto_corrected boolean DEFAULT false)
-RETURNS SETOF bigint
-LANGUAGE plpgsql VOLATILE
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM consistency._check_alert(p_alert_type, p_severity, p_entity_type);
-    RETURN QUERY
-    SELECT unnest(consistency._insert_alerts(p_alert_type, p_severity, p_entity_type, p_entity_ids,
-                                             p_descriptions, p_metadata, p_auto_corrected,
-                                             consistency.now(), true));
 END
 $$;

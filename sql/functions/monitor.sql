@@ -1,8 +1,10 @@
 -- The consistency monitor. Detection rules are STABLE SQL functions so that
 -- run_check (every call of a window) and check_call (one call) share one
--- definition of each rule. "Active" appointment: deleted_at IS NULL AND
--- status <> 'cancelled'. Truth is always the appointments table, never the
--- guard's own counter: the monitor exists for the writes that bypassed it.
+-- definition of each rule. "Active" appointment: the template helper
+-- active() (orchestrator/render.py), rendered into every query that counts
+-- them, as into the partial index they use. Truth is always the appointments
+-- table, never the guard's own counter: the monitor exists for the writes
+-- that bypassed it.
 --
 -- The rules have SQL-standard bodies (BEGIN ATOMIC): parsed when migrate
 -- creates them, so no caller's search_path changes what they call, and still
@@ -37,8 +39,7 @@ BEGIN ATOMIC
            c.active_appointment_count{{ refs('c') }}, t.n{{ with_links(' + ' + link_count()) }}
       FROM public.calls c
      CROSS JOIN LATERAL (SELECT count(*)::integer AS n FROM public.appointments a
-                          WHERE a.call_id = c.id AND a.deleted_at IS NULL
-                            AND a.status <> 'cancelled') t{{ link_joins('c') }}
+                          WHERE a.call_id = c.id AND {{ active('a') }}) t{{ link_joins('c') }}
      WHERE NOT p_bulk
        AND {{ calls.created_at.since('c.created_at', 'p_since') }}
     UNION ALL
@@ -47,8 +48,7 @@ BEGIN ATOMIC
       FROM public.calls c
       LEFT JOIN (SELECT a.call_id, count(*)::integer AS n
                    FROM public.appointments a
-                  WHERE a.call_id IS NOT NULL AND a.deleted_at IS NULL
-                    AND a.status <> 'cancelled'
+                  WHERE a.call_id IS NOT NULL AND {{ active('a') }}
                   GROUP BY a.call_id) t ON t.call_id = c.id{{ link_joins('c') }}
      WHERE p_bulk
        AND {{ calls.created_at.since('c.created_at', 'p_since') }};
@@ -311,15 +311,28 @@ LANGUAGE sql IMMUTABLE
 RETURN ARRAY['missing_direction', 'orphaned_appointment', 'link', 'session_outcome_mismatch',
              'recent_failure'];
 
+-- The rules: each one's severity (of its alerts, of its failures, of its
+-- rows in run_check and check_call) and its place in those results (the
+-- contract's order; detection runs by step, above).
+CREATE OR REPLACE FUNCTION consistency._check_rules()
+RETURNS TABLE (rule text, severity text, place int)
+LANGUAGE sql IMMUTABLE
+BEGIN ATOMIC
+    SELECT r.rule, r.severity, r.place
+      FROM (VALUES ('session_outcome_mismatch', 'critical', 1),
+                   ('missing_appointment', 'critical', 2),
+                   ('inconsistent_link_status', 'warning', 3),
+                   ('missing_direction', 'warning', 4),
+                   ('orphaned_appointment', 'warning', 5),
+                   ('recent_failure', 'info', 6)) AS r(rule, severity, place);
+END;
+
+-- A rule's severity. Called with a constant, it is folded into a constant
+-- when the calling statement is planned.
 CREATE OR REPLACE FUNCTION consistency._check_severity(p_rule text)
 RETURNS text
 LANGUAGE sql IMMUTABLE
-RETURN CASE p_rule
-           WHEN 'session_outcome_mismatch' THEN 'critical'
-           WHEN 'missing_appointment' THEN 'critical'
-           WHEN 'recent_failure' THEN 'info'
-           ELSE 'warning'
-       END;
+RETURN (SELECT r.severity FROM consistency._check_rules() r WHERE r.rule = p_rule);
 
 -- The key of "one run at a time" (run_check's transaction lock, the batched
 -- run's session lock, check_findings).
@@ -393,7 +406,7 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             v_ids := NULL;
             v_errors := jsonb_build_array(consistency._check_failure(
-                p_step, 'warning', 'call', NULL, SQLSTATE, SQLERRM));
+                p_step, consistency._check_severity(p_step), 'call', NULL, SQLSTATE, SQLERRM));
         END;
         RETURN QUERY SELECT p_step, v_ids, NULL::bigint[], jsonb_build_object(
             'rule', p_step, 'found', coalesce(cardinality(v_ids), 0), 'errors', v_errors,
@@ -407,7 +420,8 @@ BEGIN
                                  FILTER (WHERE o.match_call_id IS NOT NULL),
                    array_agg(o.match_call_id ORDER BY o.appointment_id)
                        FILTER (WHERE o.match_call_id IS NOT NULL),
-                   count(consistency.raise_alert('orphaned_appointment', 'warning', 'appointment',
+                   count(consistency.raise_alert('orphaned_appointment', consistency._check_severity('orphaned_appointment'),
+                                                 'appointment',
                              o.appointment_id, 'voice-agent appointment has no call and no unique match',
                              o.detail)) FILTER (WHERE o.match_call_id IS NULL)
               INTO v_found, v_ids, v_targets, v_alerted
@@ -418,7 +432,8 @@ BEGIN
             v_found := 0;
             v_alerted := 0;
             v_errors := jsonb_build_array(consistency._check_failure(
-                p_step, 'warning', 'appointment', NULL, SQLSTATE, SQLERRM));
+                p_step, consistency._check_severity(p_step), 'appointment', NULL, SQLSTATE,
+                SQLERRM));
         END;
         RETURN QUERY SELECT p_step, v_ids, v_targets, jsonb_build_object(
             'rule', p_step, 'found', v_found, 'alerted', v_alerted, 'errors', v_errors,
@@ -459,7 +474,7 @@ BEGIN
             v_missing := NULL;
             v_ids := NULL;
             v_errors := jsonb_build_array(consistency._check_failure(
-                'link', 'critical', 'call', NULL, SQLSTATE, SQLERRM));
+                'link', consistency._check_severity('missing_appointment'), 'call', NULL, SQLSTATE, SQLERRM));
         END;
         v_ms := consistency._ms_since(v_started);
         -- A failure of the shared pass is recorded once, with missing_appointment.
@@ -477,7 +492,8 @@ BEGIN
         -- Needs a person: alerted, nothing corrected.
         BEGIN
             SELECT count(*), count(alert_id) INTO v_found, v_alerted
-              FROM (SELECT consistency.raise_alert('session_outcome_mismatch', 'critical', 'call',
+              FROM (SELECT consistency.raise_alert('session_outcome_mismatch', consistency._check_severity('session_outcome_mismatch'),
+                                                   'call',
                                r.call_id, 'call reported as booked but no appointment was made',
                                r.detail) AS alert_id
                       FROM consistency._rule_session_outcome_mismatch(p_since, p_now) r) al;
@@ -485,7 +501,7 @@ BEGIN
             v_found := 0;
             v_alerted := 0;
             v_errors := jsonb_build_array(consistency._check_failure(
-                p_step, 'critical', 'call', NULL, SQLSTATE, SQLERRM));
+                p_step, consistency._check_severity(p_step), 'call', NULL, SQLSTATE, SQLERRM));
         END;
         RETURN QUERY SELECT p_step, NULL::bigint[], NULL::bigint[], jsonb_build_object(
             'rule', p_step, 'found', v_found, 'alerted', v_alerted, 'errors', v_errors,
@@ -497,7 +513,7 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             v_found := 0;
             v_errors := jsonb_build_array(consistency._check_failure(
-                p_step, 'info', 'call', NULL, SQLSTATE, SQLERRM));
+                p_step, consistency._check_severity(p_step), 'call', NULL, SQLSTATE, SQLERRM));
         END;
         RETURN QUERY SELECT p_step, NULL::bigint[], NULL::bigint[], jsonb_build_object(
             'rule', p_step, 'found', v_found, 'errors', v_errors,
@@ -527,14 +543,14 @@ DECLARE
 BEGIN
     CASE p_rule
     WHEN 'missing_direction' THEN
-        v_act := consistency._check_step(p_rule, 'warning', 'call', $q$
+        v_act := consistency._check_step(p_rule, consistency._check_severity(p_rule), 'call', $q$
             WITH fixed AS (
                 UPDATE public.calls c SET direction = {{ direction.inbound }}
                  WHERE c.id = ANY ($1) AND (c.direction IS NULL OR c.direction = '')
                 RETURNING 1)
             SELECT count(*) FROM fixed $q$, p_ids);
     WHEN 'orphaned_appointment' THEN
-        v_act := consistency._check_step(p_rule, 'warning', 'appointment', $q$
+        v_act := consistency._check_step(p_rule, consistency._check_severity(p_rule), 'appointment', $q$
             WITH linked AS (
                 UPDATE public.appointments a SET call_id = m.call_id
                   FROM unnest($1, $2) AS m(id, call_id)
@@ -550,25 +566,25 @@ BEGIN
     WHEN 'missing_appointment' THEN
         -- The rollback path (creation_failed, critical alert, review item,
         -- audit); see _rollback_missing.
-        v_act := consistency._check_step(p_rule, 'critical', 'call', $q$
+        v_act := consistency._check_step(p_rule, consistency._check_severity(p_rule), 'call', $q$
             SELECT consistency._rollback_missing($1) $q$, p_ids);
         v_alerted := v_act.done;
     WHEN 'inconsistent_link_status' THEN
         -- Recomputed from the appointments, then alerted as one set: each
         -- call that was recomputed (one that could not be is alerted as a
         -- failed correction instead).
-        v_act := consistency._check_step(p_rule, 'warning', 'call', $q$
+        v_act := consistency._check_step(p_rule, consistency._check_severity(p_rule), 'call', $q$
             SELECT consistency.resync_calls($1) $q$, p_ids);
         v_ids := ARRAY(SELECT id FROM unnest(p_ids) AS id WHERE id <> ALL (v_act.failed_ids));
         BEGIN
             v_alerted := cardinality(consistency._insert_alerts(
-                'inconsistent_link_status', 'warning', 'call', v_ids,
+                'inconsistent_link_status', consistency._check_severity('inconsistent_link_status'), 'call', v_ids,
                 array_fill('appointment link status disagreed with the appointments; recomputed'::text,
                            ARRAY[cardinality(v_ids)]),
                 array_fill('{}'::jsonb, ARRAY[cardinality(v_ids)]), true, consistency.now(), true));
         EXCEPTION WHEN OTHERS THEN
             v_act.errors := v_act.errors || consistency._check_failure(
-                p_rule, 'warning', 'call', NULL, SQLSTATE, SQLERRM);
+                p_rule, consistency._check_severity(p_rule), 'call', NULL, SQLSTATE, SQLERRM);
         END;
     ELSE
         RAISE EXCEPTION 'no correction for rule %', p_rule USING ERRCODE = 'invalid_parameter_value';
@@ -658,12 +674,9 @@ BEGIN ATOMIC
     SELECT r.rule, c.rules -> r.rule ->> 'severity', (c.rules -> r.rule ->> 'found')::int,
            (c.rules -> r.rule ->> 'corrected')::int, (c.rules -> r.rule ->> 'alerted')::int
       FROM consistency.check_runs c
-     CROSS JOIN unnest(ARRAY['session_outcome_mismatch', 'missing_appointment',
-                             'inconsistent_link_status', 'missing_direction',
-                             'orphaned_appointment', 'recent_failure'])
-                WITH ORDINALITY AS r(rule, ord)
+     CROSS JOIN consistency._check_rules() r
      WHERE c.id = p_run_id
-     ORDER BY r.ord;
+     ORDER BY r.place;
 END;
 
 -- The whole run in one transaction (the contract's API; what pg_cron calls).
@@ -748,25 +761,21 @@ AS $$
 DECLARE
     v_now timestamptz := consistency.now();
 BEGIN
-    IF p_call_id IS NULL OR NOT EXISTS (SELECT 1 FROM public.calls WHERE id = p_call_id) THEN
-        RAISE EXCEPTION 'call % does not exist', coalesce(p_call_id::text, 'NULL')
-            USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM consistency._require_call(p_call_id);
     RETURN QUERY
-    SELECT 'session_outcome_mismatch', 'critical', r.detail
+    SELECT 'session_outcome_mismatch', consistency._check_severity('session_outcome_mismatch'), r.detail
       FROM consistency._rule_session_outcome_mismatch('-infinity', v_now) r
      WHERE r.call_id = p_call_id
     UNION ALL
-    SELECT r.rule, CASE r.rule WHEN 'missing_appointment' THEN 'critical' ELSE 'warning' END,
-           r.detail
+    SELECT r.rule, consistency._check_severity(r.rule), r.detail
       FROM consistency._rule_link('-infinity', v_now, false) r
      WHERE r.call_id = p_call_id
     UNION ALL
-    SELECT 'missing_direction', 'warning', r.detail
+    SELECT 'missing_direction', consistency._check_severity('missing_direction'), r.detail
       FROM consistency._rule_missing_direction('-infinity', v_now) r
      WHERE r.call_id = p_call_id
     UNION ALL
-    SELECT 'recent_failure', 'info', r.detail
+    SELECT 'recent_failure', consistency._check_severity('recent_failure'), r.detail
       FROM consistency._rule_recent_failure('-infinity', v_now) r
      WHERE r.call_id = p_call_id;
 END

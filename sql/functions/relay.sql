@@ -571,10 +571,3 @@ RETURN EXISTS (SELECT 1
                  FROM consistency.relay_deliveries AS d
                 WHERE d.alert_id = p_alert_id
                   AND d.status IN ('pending', 'in_flight'));
-
--- "Has a relay sink ever been configured?" (archive_alerts archives any old
--- alert when none has).
-CREATE OR REPLACE FUNCTION consistency._relay_sinks_configured()
-RETURNS boolean
-LANGUAGE sql STABLE
-RETURN EXISTS (SELECT 1 FROM consistency.relay_sinks);

@@ -26,13 +26,9 @@ END
 $$;
 
 -- An alert may leave the outbox once no relay sink still owes a delivery of
--- it (alerts without delivery rows, e.g. when no sink was ever configured,
--- may always go). Archiving deletes its delivered/failed delivery rows.
-CREATE OR REPLACE FUNCTION consistency._archivable(p_alert_id bigint)
-RETURNS boolean
-LANGUAGE sql STABLE
-RETURN NOT consistency._alert_has_pending_delivery(p_alert_id);
-
+-- it (_alert_has_pending_delivery; alerts without delivery rows, e.g. when
+-- no sink was ever configured, may always go). Archiving deletes its
+-- delivered/failed delivery rows.
 CREATE OR REPLACE FUNCTION consistency.count_archivable_alerts(p_older_than interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE sql STABLE
@@ -40,7 +36,7 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT count(*) FROM consistency.alerts a
      WHERE a.detected_at < consistency._retention_cutoff(p_older_than)
-       AND consistency._archivable(a.id)
+       AND NOT consistency._alert_has_pending_delivery(a.id)
 $$;
 
 CREATE OR REPLACE FUNCTION consistency.archive_alerts(
@@ -67,7 +63,7 @@ BEGIN
       FROM (SELECT a.id
               FROM consistency.alerts a
              WHERE a.detected_at < v_cutoff
-               AND consistency._archivable(a.id)
+               AND NOT consistency._alert_has_pending_delivery(a.id)
              ORDER BY a.detected_at, a.id
              LIMIT p_batch
                FOR UPDATE SKIP LOCKED) AS b;
@@ -82,7 +78,7 @@ BEGIN
     WITH moved AS (
         DELETE FROM consistency.alerts a
          WHERE a.id = ANY (v_ids)
-           AND consistency._archivable(a.id)
+           AND NOT consistency._alert_has_pending_delivery(a.id)
         RETURNING a.*
     )
     INSERT INTO consistency.alerts_archive (id, alert_type, severity, entity_type, entity_id,

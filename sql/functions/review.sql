@@ -74,9 +74,7 @@ BEGIN
         RAISE EXCEPTION 'context is too large: % bytes (at most 65536)', octet_length(p_context::text)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM public.calls c WHERE c.id = p_call_id) THEN
-        RAISE EXCEPTION 'call % does not exist', p_call_id USING ERRCODE = 'no_data_found';
-    END IF;
+    PERFORM consistency._require_call(p_call_id);
 
     v_priority := coalesce(p_priority, consistency._review_priority(p_reason));
 

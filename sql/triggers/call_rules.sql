@@ -13,8 +13,7 @@ CREATE TRIGGER calls_rules_insert
           OR (NEW.session_outcome = {{ outcome.appointment_booked }}
               AND NEW.appointment_link_status NOT IN ({{ link.pending_creation }}, {{ link.cancelled }}, {{ link.creation_failed }}))
           OR (NEW.appointment_link_status = {{ link.pending_creation }}
-              AND NEW.session_outcome IS DISTINCT FROM {{ outcome.appointment_booked }}
-              AND NEW.session_outcome IS DISTINCT FROM {{ outcome.appointment_rescheduled }})
+              AND {{ outcome.not_booking('NEW.session_outcome') }})
           OR NEW.direction IS NULL OR NEW.direction = ''
           OR (NEW.customer_id IS NULL AND NEW.customer_link_status = {{ customer.linked }})
           OR (NEW.customer_id IS NOT NULL
@@ -67,8 +66,7 @@ CREATE TRIGGER calls_rules_update
               AND NEW.appointment_link_status NOT IN ({{ link.pending_creation }}, {{ link.cancelled }}, {{ link.creation_failed }}))
           OR (NEW.active_appointment_count{{ refs('NEW') }} = 0
               AND NEW.appointment_link_status = {{ link.pending_creation }}
-              AND NEW.session_outcome IS DISTINCT FROM {{ outcome.appointment_booked }}
-              AND NEW.session_outcome IS DISTINCT FROM {{ outcome.appointment_rescheduled }})
+              AND {{ outcome.not_booking('NEW.session_outcome') }})
           OR (NEW.active_appointment_count{{ refs('NEW') }} > 0
               AND NEW.session_outcome NOT IN ({{ outcome.booking }}))
           OR NEW.direction IS NULL OR NEW.direction = ''

@@ -1,9 +1,13 @@
 -- Everything about the guard's schemas that an install must get right,
 -- as a set of lines (column order is deliberately ignored: an application
--- that already had calls gets the guard's columns appended).
+-- that already had calls gets the guard's columns appended). Sorted, the
+-- lines of a fresh install are tests/schema.snapshot: each line starts with
+-- what it describes, so a change reads as a diff of that object's line. No
+-- OIDs or times; role names are those of the test cluster (owner postgres).
 SELECT 'column ' || c.oid::regclass || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
        || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
        || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+       || coalesce(' acl ' || a.attacl::text, '')
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -18,7 +22,7 @@ SELECT 'index ' || pg_get_indexdef(i.indexrelid)
   FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
  WHERE c.relnamespace IN (SELECT oid FROM pg_namespace WHERE nspname IN ('consistency', 'public'))
 UNION ALL
-SELECT 'function ' || md5(pg_get_functiondef(p.oid)) || ' ' || p.oid::regprocedure
+SELECT 'function ' || p.oid::regprocedure || ' body ' || md5(pg_get_functiondef(p.oid))
        || ' acl ' || coalesce(p.proacl::text, 'default')
   FROM pg_proc p
  WHERE p.pronamespace IN (SELECT oid FROM pg_namespace WHERE nspname IN ('consistency', 'public'))

@@ -1,7 +1,7 @@
 -- Circuit breaker transitions with moved time (defaults: 3 failures open,
 -- 30 s cooldown, 2 probe successes close, 10 s before a probe counts as lost).
 BEGIN;
-SELECT plan(48);
+SELECT plan(56);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -141,6 +141,26 @@ SELECT throws_ok($$ SELECT consistency.circuit_force('svc:c', 'closed', ' ', 'x'
                  'actor must not be empty', 'empty actor refused');
 SELECT throws_ok($$ SELECT consistency.circuit_acquire('') $$, '22023',
                  'circuit key must not be empty', 'empty key refused');
+
+-- One rule for a key at every entry point: not empty, at most 500 characters.
+SELECT throws_ok($$ SELECT consistency.circuit_acquire(NULL) $$, '22023',
+                 'circuit key must not be empty', 'acquire refuses a NULL key');
+SELECT throws_ok($$ SELECT consistency.circuit_record_success(repeat(' ', 600)) $$, '22023',
+                 'circuit key must not be empty', 'a key of 600 blanks is empty, not too long');
+SELECT throws_ok($$ SELECT consistency.circuit_record_failure('   ') $$, '22023',
+                 'circuit key must not be empty', 'record_failure refuses a blank key');
+SELECT throws_ok($$ SELECT consistency.circuit_force('', 'disabled', 'ops', 'x') $$, '22023',
+                 'circuit key must not be empty', 'force refuses an empty key');
+SELECT throws_ok($$ SELECT consistency.circuit_acquire(repeat('k', 501)) $$, '22023',
+                 'circuit key is too long: 501 characters (at most 500)', 'acquire refuses 501 characters');
+SELECT throws_ok($$ SELECT consistency.circuit_record_success(repeat('é', 501)) $$, '22023',
+                 'circuit key is too long: 501 characters (at most 500)', 'characters, not bytes, are counted');
+SELECT throws_ok($$ SELECT consistency.circuit_record_failure(repeat('k', 501)) $$, '22023',
+                 'circuit key is too long: 501 characters (at most 500)', 'record_failure refuses 501 characters');
+SELECT lives_ok($$ SELECT consistency.circuit_acquire(repeat('é', 500)),
+                          consistency.circuit_record_failure(repeat('é', 500)),
+                          consistency.circuit_record_success(repeat('é', 500)) $$,
+                'a key of 500 characters (1000 bytes) is a key');
 
 -- keys are data
 SELECT consistency.circuit_record_failure($k$x'); DROP TABLE consistency.settings; --$k$, 'e')

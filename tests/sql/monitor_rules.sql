@@ -1,5 +1,5 @@
 BEGIN;
-SELECT plan(25);
+SELECT plan(27);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -46,6 +46,12 @@ SELECT is_empty($$ SELECT * FROM consistency.check_call(10) $$,
                 'a pending booking younger than max age is not an issue yet');
 SELECT throws_ok($$ SELECT * FROM consistency.check_call(999) $$, 'P0002', 'call 999 does not exist',
                  'check_call refuses an unknown call');
+SELECT is_empty($$ SELECT i.issue, i.severity
+                     FROM public.calls c
+                    CROSS JOIN LATERAL consistency.check_call(c.id) i
+                     LEFT JOIN consistency._check_rules() r ON r.rule = i.issue
+                    WHERE r.severity IS DISTINCT FROM i.severity $$,
+                'check_call rates every issue as the rule registry does');
 SELECT is((SELECT count(*)::int FROM consistency.alerts), 0, 'check_call wrote nothing');
 
 -- run_check over the default window (1 hour): call 8 is outside it
@@ -58,6 +64,11 @@ SELECT results_eq(
               ('orphaned_appointment',     'warning',  2, 1, 1),
               ('recent_failure',           'info',     3, 0, 0) $$,
     'one run finds every rule, corrects what is safe and alerts the rest');
+SELECT is_empty($$ SELECT a.alert_type, a.severity
+                     FROM consistency.alerts a
+                     JOIN consistency._check_rules() r ON r.rule = a.alert_type
+                    WHERE a.severity <> r.severity $$,
+                'a rule''s alerts carry its severity');
 
 SELECT results_eq(
     $$ SELECT appointment_link_status, appointment_made, session_outcome, booking_failed,

@@ -6,7 +6,7 @@ DO $$ BEGIN PERFORM consistency.raise_alert('too_old', 'critical', 'call', 90, '
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
 DO $$ BEGIN PERFORM consistency.raise_alert('before_sinks', 'critical', 'call', 1, 'raised before any sink'); END $$;
-SELECT is(consistency._relay_sinks_configured(), false, 'no sink configured yet');
+SELECT is_empty($$ SELECT * FROM consistency.relay_sinks $$, 'no sink configured yet');
 
 SELECT is(consistency.relay_register_sink(repeat('a', 64), 'webhook+http://h:1/***', 'webhook+http'),
           consistency.relay_register_sink(repeat('a', 64), 'webhook+http://h:1/***', 'webhook+http'),

@@ -72,9 +72,9 @@ def test_racing_after_the_first_rolls_back_writes_one(connect) -> None:
     assert first.execute("SELECT count(*) FROM consistency.alerts").fetchone()[0] == 1
 
 
-# _raise_alerts: the set form the sync triggers use for G3.
-RAISE_SET = ("SELECT count(*) FROM consistency._raise_alerts("
-             "'appointment_unlinked', 'warning', 'call', %s::bigint[], NULL, NULL)")
+# _insert_alerts for a set, throttled: what the sync triggers write for G3.
+RAISE_SET = ("SELECT cardinality(consistency._insert_alerts('appointment_unlinked', 'warning',"
+             " 'call', %s::bigint[], NULL, NULL, false, consistency.now(), true))")
 
 
 def test_set_notifies_every_inserted_alert_on_commit(connect) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from conftest import HARNESS
+from conftest import HARNESS, ROOT
 
 from orchestrator import migrate
 from orchestrator.errors import GuardError
@@ -23,6 +24,28 @@ MIGRATION_IDS = sorted(p.stem for p in (Path(migrate.db.sql_dir()) / "migrations
 def snapshot(dsn: str) -> set[str]:
     with psycopg.connect(dsn) as conn:
         return {row[0] for row in conn.execute(SNAPSHOT)}
+
+
+# The schema a fresh install with the default profile leaves, committed so
+# that a change to it shows in review as a diff of this file.
+SCHEMA_SNAPSHOT = ROOT / "tests" / "schema.snapshot"
+REGENERATE = "make schema-snapshot"
+
+
+def test_the_schema_is_the_committed_snapshot(dsn: str) -> None:
+    """`make schema-snapshot` (CONSISTENCY_WRITE_SCHEMA_SNAPSHOT=1) writes
+    the file instead of comparing."""
+    lines = [f"{line}\n" for line in sorted(snapshot(dsn))]
+    if os.environ.get("CONSISTENCY_WRITE_SCHEMA_SNAPSHOT") == "1":
+        SCHEMA_SNAPSHOT.write_text("".join(lines), encoding="utf-8")
+        return
+    committed = (SCHEMA_SNAPSHOT.read_text(encoding="utf-8").splitlines(keepends=True)
+                 if SCHEMA_SNAPSHOT.exists() else [])
+    if lines != committed:
+        diff = "".join(difflib.unified_diff(committed, lines, "tests/schema.snapshot (committed)",
+                                            "tests/schema.snapshot (this tree)"))
+        pytest.fail(f"the schema differs from tests/schema.snapshot; if the change is meant, "
+                    f"run `{REGENERATE}` and commit the file\n{diff}", pytrace=False)
 
 
 def pg_dump_schema(dsn: str) -> str:
@@ -248,7 +271,8 @@ def test_a_definition_changed_by_hand_is_detected_and_restored(dsn: str, run_cli
 
 
 def test_an_upgrade_brings_settings_within_their_new_bounds(empty_db: str) -> None:
-    migrate.migrate(empty_db, upto="0007_guard_fixes", env={})
+    bounds = MIGRATION_IDS.index("0008_setting_bounds")
+    migrate.migrate(empty_db, upto=MIGRATION_IDS[bounds - 1], env={})
     with psycopg.connect(empty_db) as conn:
         conn.execute("UPDATE consistency.settings SET value = '2147483647' "
                      "WHERE key = 'monitoring.recent_hours'")

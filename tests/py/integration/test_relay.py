@@ -739,14 +739,16 @@ def test_a_redrive_committed_during_a_retention_batch_is_seen_before_the_delete(
         conn.execute("UPDATE consistency.relay_deliveries SET status = 'dead', dead_at = now()")
         # STABLE: the pause keeps the batch's snapshot, as the SQL original does.
         conn.execute("""
-            CREATE OR REPLACE FUNCTION consistency._archivable(p_alert_id bigint)
+            CREATE OR REPLACE FUNCTION consistency._alert_has_pending_delivery(p_alert_id bigint)
             RETURNS boolean LANGUAGE plpgsql STABLE AS $$
             BEGIN
                 IF current_setting('test.pause_once', true) = 'on' THEN
                     PERFORM set_config('test.pause_once', 'off', false);
                     PERFORM pg_sleep(1.5);
                 END IF;
-                RETURN NOT consistency._alert_has_pending_delivery(p_alert_id);
+                RETURN EXISTS (SELECT 1 FROM consistency.relay_deliveries AS d
+                                WHERE d.alert_id = p_alert_id
+                                  AND d.status IN ('pending', 'in_flight'));
             END $$""")
     archived: list[int] = []
     with psycopg.connect(dsn, autocommit=True) as archive:

@@ -1,10 +1,9 @@
--- Guard fixes: the switch that lets resync_calls() write the guarded counter.
+-- The switch that lets resync_calls() write the guarded counter.
 --
--- A custom setting (SET LOCAL consistency.resyncing = 'on') can be set by
--- any session, so an application could switch the counter guard off. A row
--- in an owner-only table cannot be forged: resync_calls() (SECURITY DEFINER)
--- inserts its transaction id before its UPDATE and deletes it after, and the
--- guard looks it up only when the counter changes outside the sync.
+-- A row in an owner-only table, not a custom setting, which any session can
+-- set: resync_calls() (SECURITY DEFINER) inserts its transaction id before
+-- its UPDATE and deletes it after, and the guard looks it up only when the
+-- counter changes outside the sync.
 CREATE TABLE consistency._resync_txn (
     xact xid8 PRIMARY KEY
 );
