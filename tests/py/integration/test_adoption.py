@@ -1,5 +1,5 @@
 """Installing on the application the design comes from: the askproai schema
-and data (../shared/fixtures/askproai), owned by an application role that is
+and data (tests/fixtures/askproai), owned by an application role that is
 neither superuser nor CREATEROLE (the guard's roles made beforehand by a DBA,
 as the README documents), and written by that owner and by a DML-only role
 the way the application writes (naive UTC timestamps, its own values, links
@@ -24,14 +24,10 @@ from test_plpgsql_check import LINT
 from orchestrator import migrate
 from orchestrator.pgcluster import Cluster, bindir
 
-FIXTURE = ROOT.parent / "shared" / "fixtures" / "askproai"
+FIXTURE = ROOT / "tests" / "fixtures" / "askproai"
 # How Laravel writes a timestamp: naive, in UTC, whole seconds.
 NAIVE_UTC_NOW = "(now() AT TIME ZONE 'UTC')::timestamp(0)"
 PROFILE = ROOT / "profiles" / "askproai.toml"
-
-pytestmark = pytest.mark.skipif(not (FIXTURE / "schema.sql").exists(),
-                                reason="the askproai fixture is not beside the repository")
-
 
 @dataclass
 class App:

@@ -313,3 +313,27 @@ def test_an_upgrade_drops_the_link_state_indexes_migrate_created_only(empty_db: 
         indexes | recorded)
     assert {"calls_created_at_idx", "app_link_status_idx"} <= indexes
     assert "app_link_status_idx" not in recorded
+
+
+def test_an_upgrade_drops_the_functions_the_definitions_no_longer_create(
+        empty_db: str) -> None:
+    # An install made before 0014 still holds what its definitions created then.
+    migrate.migrate(empty_db, upto="0013_hot_link_updates", env={})
+    retired = {
+        "_raise_alerts(text, text, text, bigint[], text[], jsonb[], boolean)": "SETOF bigint",
+        "_insert_alert(text, text, text, bigint, text, jsonb, boolean, timestamptz)": "bigint",
+        "_archivable(bigint)": "boolean",
+        "_relay_sinks_configured()": "boolean",
+    }
+    with psycopg.connect(empty_db) as conn:
+        for signature, returns in retired.items():
+            value = returns.removeprefix("SETOF ")
+            conn.execute(f"CREATE FUNCTION consistency.{signature} RETURNS {returns}"
+                         f" LANGUAGE sql AS 'SELECT NULL::{value}'")
+    migrate.migrate(empty_db, env={})
+    with psycopg.connect(empty_db) as conn:
+        left = conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'consistency'::regnamespace"
+            " AND proname = ANY (%s)",
+            [[s.split("(")[0] for s in retired]]).fetchall()
+    assert left == []
