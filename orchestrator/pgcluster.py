@@ -236,8 +236,11 @@ class Cluster:
         committed so far."""
         import psycopg
 
+        # The insert position, not the write position: with synchronous_commit
+        # off (the fast settings), a commit may still sit in the WAL buffers,
+        # behind pg_current_wal_lsn(), until the WAL writer flushes it.
         with psycopg.connect(primary.dsn(), autocommit=True) as p:
-            target = p.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
+            target = p.execute("SELECT pg_current_wal_insert_lsn()").fetchone()[0]
         deadline = time.monotonic() + timeout
         with psycopg.connect(self.dsn(), autocommit=True) as s:
             while not s.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn",
