@@ -16,6 +16,21 @@ def _notifications(listener: psycopg.Connection, timeout: float = 1.0) -> list[d
             if n.channel == "consistency_alerts"]
 
 
+def _raise_in_thread(session: psycopg.Connection) -> tuple[threading.Thread, dict[str, object]]:
+    """RAISE and commit in ``session`` on a thread of its own (it may wait
+    on another session's throttle row); the new alert's id lands in
+    result["id"]."""
+    result: dict[str, object] = {}
+
+    def race() -> None:
+        result["id"] = session.execute(RAISE).fetchone()[0]
+        session.commit()
+
+    thread = threading.Thread(target=race)
+    thread.start()
+    return thread, result
+
+
 def test_notify_delivered_on_commit_and_never_on_rollback(connect) -> None:
     listener = connect(autocommit=True)
     listener.execute("LISTEN consistency_alerts")
@@ -38,14 +53,7 @@ def test_two_sessions_racing_produce_one_alert(connect) -> None:
     first, second = connect(), connect()
     assert first.execute(RAISE).fetchone()[0] is not None  # holds the throttle row
 
-    result: dict[str, object] = {}
-
-    def race() -> None:
-        result["id"] = second.execute(RAISE).fetchone()[0]
-        second.commit()
-
-    thread = threading.Thread(target=race)
-    thread.start()
+    thread, result = _raise_in_thread(second)
     time.sleep(0.3)
     assert thread.is_alive(), "second session did not wait for the first"
     first.commit()
@@ -57,14 +65,7 @@ def test_two_sessions_racing_produce_one_alert(connect) -> None:
 def test_racing_after_the_first_rolls_back_writes_one(connect) -> None:
     first, second = connect(), connect()
     first.execute(RAISE)
-    result: dict[str, object] = {}
-
-    def race() -> None:
-        result["id"] = second.execute(RAISE).fetchone()[0]
-        second.commit()
-
-    thread = threading.Thread(target=race)
-    thread.start()
+    thread, result = _raise_in_thread(second)
     time.sleep(0.3)
     first.rollback()
     thread.join(timeout=10)
