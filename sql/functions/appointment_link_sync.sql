@@ -51,6 +51,9 @@ BEGIN
     SELECT count(*), min(n.call_id) FILTER (WHERE {{ active('n') }})
       INTO v_rows, v_call
       FROM new_rows n;
+    IF v_rows = 0 THEN
+        RETURN NULL;
+    END IF;
     IF v_rows = 1 THEN
         IF v_call IS NOT NULL THEN
             UPDATE public.calls c
@@ -125,6 +128,9 @@ BEGIN
            (SELECT min(n.call_id) FILTER (WHERE {{ active('n') }}) FROM new_rows n)
       INTO v_rows, v_gone, v_from, v_to
       FROM old_rows o;
+    IF v_rows = 0 THEN
+        RETURN NULL;
+    END IF;
     IF v_rows = 1 AND (v_to IS NULL OR v_to = v_from) THEN
         IF v_to IS NULL AND v_from IS NOT NULL THEN
             UPDATE public.calls c
@@ -231,6 +237,9 @@ BEGIN
     SELECT count(*), min(o.id), min(o.call_id) FILTER (WHERE {{ active('o') }})
       INTO v_rows, v_gone, v_from
       FROM old_rows o;
+    IF v_rows = 0 THEN
+        RETURN NULL;
+    END IF;
     IF v_rows = 1 THEN
         IF v_from IS NOT NULL THEN
             UPDATE public.calls c

@@ -5,7 +5,7 @@
 -- on scratch call 999) and the calls and their alerts must come out alike,
 -- and as G1-G5 say.
 BEGIN;
-SELECT plan(25);
+SELECT plan(26);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -107,6 +107,11 @@ UPDATE appointments SET id = 8801 WHERE id = 802;
 SELECT is(pg_stat_get_xact_tuples_updated('public.calls'::regclass), (SELECT n FROM before_writes),
           'a reschedule, or a new id, of an active appointment writes no call');
 SELECT is(pg_temp.state(81), pg_temp.state(82), 'both calls stay as they were');
+INSERT INTO appointments (call_id, external_booking_id) SELECT 81, 'none' WHERE false;
+UPDATE appointments SET status = 'cancelled' WHERE id = -1;
+DELETE FROM appointments WHERE id = -1;
+SELECT is(pg_stat_get_xact_tuples_updated('public.calls'::regclass), (SELECT n FROM before_writes),
+          'statements of no rows write no call');
 
 -- 9. a move to another call (set path): one call unlinked, the other linked ----------
 UPDATE appointments SET call_id = 71 WHERE id = 901;

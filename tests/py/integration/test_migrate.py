@@ -344,7 +344,8 @@ def _checks(dsn: str) -> dict[str, str]:
         return dict(conn.execute(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
             " WHERE contype = 'c' AND conrelid IN ('public.calls'::regclass,"
-            " 'consistency.alerts'::regclass, 'consistency.relay_deliveries'::regclass)").fetchall())
+            " 'consistency.alerts'::regclass,"
+            " 'consistency.relay_deliveries'::regclass)").fetchall())
 
 
 @pytest.mark.parametrize("guard_made", [True, False])
