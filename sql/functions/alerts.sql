@@ -1,9 +1,10 @@
 -- Two ways in. raise_alert is the API: one alert, its arguments checked,
 -- throttled. _insert_alerts is the single writer of alert rows (throttle,
--- rows, NOTIFY), for one entity or a set: raise_alert calls it, and so do
--- the guard's own writers whose arguments are valid by construction, with
--- a set or past the throttle (the sync triggers' G3 alerts, the monitor's
--- inconsistent_link_status, rollback_booking's repeated rollback).
+-- rows, counts, deliveries, NOTIFY), for one entity or a set: raise_alert
+-- calls it, and so do the guard's own writers whose arguments are valid by
+-- construction, with a set or past the throttle (the sync triggers' G3
+-- alerts, the monitor's inconsistent_link_status, rollback_booking's
+-- repeated rollback).
 
 -- Writes one alert per entity of the arrays (entity_id, description and
 -- metadata side by side; an entity listed twice gets the first entry), in
@@ -24,11 +25,17 @@
 --
 -- One entity (raise_alert, a single-row G3, a call rule) takes plain
 -- statements; a set takes one statement with the same steps as CTEs. The
--- plain form costs ~45 us less per call (measured: ~47 vs ~90 us for one
--- alert): the CTE's plan (de-duplication, sorts, two data-modifying nodes,
--- the semi-join) is built at every execution of a custom plan. An array,
--- not a set, is returned, and the window is read lazily, for the same
--- reason: ~20 us of a G3 alert raised by a sync trigger.
+-- plain form costs ~20 us less per alert (measured: ~55 vs ~75 us for one
+-- alert): the CTE's de-duplication, sorts, two data-modifying nodes and
+-- semi-join run for one row too. An array, not a set, is returned, and the
+-- window is read only on a conflict: ~20 us of a G3 alert raised by a sync
+-- trigger.
+--
+-- Generic plans always: the plan cache would keep a custom plan, built at
+-- every call, wherever one looks cheaper than the generic plan (the
+-- delivery INSERT, whose custom plan folds the relay_delivery_failed test
+-- away: one alert with two sinks cost ~255 us instead of ~170 us), and in
+-- the first five calls of every session. The GUC costs ~1 us a call.
 CREATE OR REPLACE FUNCTION consistency._insert_alerts(
     p_alert_type     text,
     p_severity       text,
@@ -137,6 +144,7 @@ BEGIN
           JOIN consistency.relay_sinks AS s
             ON consistency._severity_rank(p_severity) >= consistency._severity_rank(s.min_severity)
          WHERE NOT (p_alert_type = 'relay_delivery_failed'
+                    -- A set's metadata is read back from its rows.
                     AND coalesce(v_metadata, (SELECT x.metadata FROM consistency.alerts AS x
                                                WHERE x.id = a.id)) ->> 'sink_id' = s.id::text);
     END IF;
