@@ -371,3 +371,32 @@ def test_an_upgrade_compacts_the_guards_check_constraints_only(empty_db: str,
     with psycopg.connect(empty_db) as conn, pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("INSERT INTO calls (external_call_id, appointment_link_status)"
                      " VALUES ('c-1', 'bogus')")
+
+
+def test_an_upgrade_drops_the_statement_triggers_on_alerts(empty_db: str) -> None:
+    # An install made before 0015 still holds the triggers (and their
+    # functions) that counted and enqueued alerts: left behind, every alert
+    # would be counted and enqueued twice.
+    migrate.migrate(empty_db, upto="0014_retired_functions", env={})
+    with psycopg.connect(empty_db) as conn:
+        for name in ("_count_alerts", "_relay_enqueue"):
+            conn.execute(f"CREATE FUNCTION consistency.{name}() RETURNS trigger LANGUAGE plpgsql"
+                         " AS 'BEGIN RETURN NULL; END'")
+        conn.execute("CREATE TRIGGER alerts_count AFTER INSERT ON consistency.alerts"
+                     " REFERENCING NEW TABLE AS new_alerts FOR EACH STATEMENT"
+                     " EXECUTE FUNCTION consistency._count_alerts()")
+        conn.execute("CREATE TRIGGER alerts_relay_enqueue AFTER INSERT ON consistency.alerts"
+                     " REFERENCING NEW TABLE AS new_alerts FOR EACH STATEMENT"
+                     " EXECUTE FUNCTION consistency._relay_enqueue()")
+    migrate.migrate(empty_db, env={})
+    with psycopg.connect(empty_db) as conn:
+        triggers = conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'consistency.alerts'::regclass"
+            " AND NOT tgisinternal").fetchall()
+        functions = conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'consistency'::regnamespace"
+            " AND proname IN ('_count_alerts', '_relay_enqueue')").fetchall()
+        conn.execute("SELECT consistency.raise_alert('after_upgrade', 'info', 'system', 1, 'd')")
+        counted = conn.execute("SELECT count(*) FROM consistency.metric_counter_deltas"
+                               " WHERE label1 = 'after_upgrade'").fetchone()[0]
+    assert triggers == [] and functions == [] and counted == 1
