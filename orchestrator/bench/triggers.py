@@ -20,6 +20,11 @@ Each workload is measured twice, variants interleaved sample by sample:
 - ``client``: one statement as an application sends it, in its own
   transaction, timed by the client from send to commit; what it changed is
   put back afterwards, untimed, on another connection.
+
+``compare`` adds server-side variants of the guard: SQL (say, another
+version of the sync's functions, as ``pg_get_functiondef`` prints them) run
+inside each of their samples' transaction before the statements, rolled back
+with them, so a change is measured against the guard as installed in one run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import psycopg
 from orchestrator import db
 from orchestrator.bench import Stats, scratch_database, server_info
 from orchestrator.bench.dataset import load_dataset
+from orchestrator.errors import GuardError
 
 VARIANTS = ("baseline", "row_level", "guard")
 MODES = ("server", "client")
@@ -140,6 +146,20 @@ def _server_sample(conns: Conns, workload: Workload, draw: Draw, tag: str) -> fl
     return float(ms) / _statements(workload, ids)
 
 
+def _compared_sample(conns: Conns, workload: Workload, warm: Draw, draw: Draw, tag: str,
+                     sql: str) -> float:
+    """A compare variant's run: its SQL, an untimed warm-up (its functions'
+    plans are new), the timed statements, all in one rolled-back transaction."""
+    ids, targets = draw
+    with conns.bench.transaction(force_rollback=True):
+        conns.bench.execute(sql.encode())
+        db.value(conns.bench, "bench_triggers_sample", kind=workload.kind, ids=warm[0],
+                 targets=warm[1], tag=f"w-{tag}")
+        ms = db.value(conns.bench, "bench_triggers_sample", kind=workload.kind, ids=ids,
+                      targets=targets, tag=tag)
+    return float(ms) / _statements(workload, ids)
+
+
 def _touched(workload: Workload, draw: Draw) -> tuple[list[int], list[int]]:
     """(calls, appointments) a committed sample may change."""
     ids, targets = draw
@@ -165,23 +185,31 @@ def _client_sample(conns: Conns, workload: Workload, draw: Draw, tag: str,
 
 
 def _measure(conns: Conns, workload: Workload, pools: dict[str, list[int]], mode: str,
-             rows: int, repeat: int, warmup: int, seed: int) -> tuple[dict[str, list[float]], int]:
-    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+             rows: int, repeat: int, warmup: int, seed: int,
+             compare: dict[str, str]) -> tuple[dict[str, list[float]], int]:
+    variants = (*VARIANTS, *(compare if mode == "server" else ()))
+    samples: dict[str, list[float]] = {v: [] for v in variants}
     rounds = warmup + repeat * (workload.samples_factor if mode == "client" else 1)
     for i in range(rounds):
         draw = _draw(workload, pools, random.Random(f"{seed}-{workload.name}-{mode}-{i}"), mode,
                      rows)
-        for k in range(len(VARIANTS)):
+        for k in range(len(variants)):
             # Variants interleaved sample by sample (rotating which goes first),
             # so that load from elsewhere on the machine and the slow growth of
             # dead tuples hit every variant alike.
-            variant = VARIANTS[(i + k) % len(VARIANTS)]
-            db.execute(conns.bench, "bench_triggers_set_variant", variant=variant)
-            # Untimed, so that re-planning after the ALTER TABLE is not timed.
+            variant = variants[(i + k) % len(variants)]
+            db.execute(conns.bench, "bench_triggers_set_variant",
+                       variant="guard" if variant in compare else variant)
             warm = _draw(workload, pools, random.Random(f"{seed}-{workload.name}-w{i}"), "server",
                          min(rows, 100))
-            _server_sample(conns, workload, warm, f"w-{variant}-{workload.name}-{i}")
             tag = f"{mode}-{variant}-{workload.name}-{i}"
+            if variant in compare:
+                ms = _compared_sample(conns, workload, warm, draw, tag, compare[variant])
+                if i >= warmup:
+                    samples[variant].append(ms)
+                continue
+            # Untimed, so that re-planning after the ALTER TABLE is not timed.
+            _server_sample(conns, workload, warm, f"w-{variant}-{workload.name}-{i}")
             if mode == "server":
                 ms = _server_sample(conns, workload, draw, tag)
             else:
@@ -198,22 +226,26 @@ def _measure(conns: Conns, workload: Workload, pools: dict[str, list[int]], mode
 
 
 def _summary(samples: dict[str, list[float]]) -> dict[str, Any]:
-    entry: dict[str, Any] = {v: Stats.of(samples[v]).as_dict() for v in VARIANTS}
+    entry: dict[str, Any] = {v: Stats.of(vs).as_dict() for v, vs in samples.items()}
     base = entry["baseline"]["median_ms"]
-    entry["ratio"] = {v: entry[v]["median_ms"] / base for v in VARIANTS}
+    entry["ratio"] = {v: entry[v]["median_ms"] / base for v in samples}
     return entry
 
 
 def run(admin_dsn: str, calls: int = 100_000, repeat: int = 15, warmup: int = 1,
         seed: int = 1, progress: Callable[[str], None] | None = None,
-        workloads: tuple[str, ...] | None = None) -> dict[str, Any]:
+        workloads: tuple[str, ...] | None = None,
+        compare: dict[str, str] | None = None) -> dict[str, Any]:
     """Build the data set in a scratch database, time every workload under
-    every variant in both modes; medians, ratios vs baseline, the targets.
-    The top-level figures of a workload are the server side's."""
+    every variant in both modes (the ``compare`` variants, name -> SQL, on
+    the server side); medians, ratios vs baseline, the targets. The
+    top-level figures of a workload are the server side's."""
     say = progress or (lambda _msg: None)
+    compare = compare or {}
     chosen = [w for w in WORKLOADS if workloads is None or w.name in workloads]
     results: dict[str, Any] = {"calls": calls, "repeat": repeat,
-                               "statements_per_sample": STATEMENTS, "workloads": {}}
+                               "statements_per_sample": STATEMENTS, "compare": list(compare),
+                               "workloads": {}}
     with scratch_database(admin_dsn, "cg_bench_triggers") as dsn, \
             db.connect(dsn, autocommit=True, application_name="consistency bench") as conn, \
             db.connect(dsn, autocommit=True, application_name="consistency bench restore") as rconn:
@@ -224,6 +256,8 @@ def run(admin_dsn: str, calls: int = 100_000, repeat: int = 15, warmup: int = 1,
         db.execute(conn, "bench_triggers_setup")
         db.execute(conn, "bench_vacuum_analyze")
         pools = {name: list(ids or []) for name, ids in db.all(conn, "bench_triggers_pools")}
+        for name, sql in compare.items():
+            _check_compare(conn, name, sql)
         for workload in chosen:
             say(workload.name)
             rows = _rows(workload, calls)
@@ -232,11 +266,11 @@ def run(admin_dsn: str, calls: int = 100_000, repeat: int = 15, warmup: int = 1,
             violations = 0
             for mode in MODES:
                 samples, found = _measure(conns, workload, pools, mode, rows, repeat, warmup,
-                                          seed)
+                                          seed, compare)
                 entry[mode] = _summary(samples)
                 violations += found
                 db.execute(conn, "bench_vacuum_analyze")
-            entry.update({v: entry["server"][v] for v in (*VARIANTS, "ratio")})
+            entry.update({v: entry["server"][v] for v in (*VARIANTS, *compare, "ratio")})
             entry["violations"] = violations
             entry["target"] = workload.target
             entry["met"] = (None if workload.target is None
@@ -247,14 +281,34 @@ def run(admin_dsn: str, calls: int = 100_000, repeat: int = 15, warmup: int = 1,
     return results
 
 
+def _check_compare(conn: psycopg.Connection, name: str, sql: str) -> None:
+    """A compare variant's SQL runs (and is rolled back) before any timing,
+    so that a mistake in it is one line, not a failure halfway through."""
+    try:
+        with conn.transaction(force_rollback=True):
+            conn.execute(sql.encode())
+    except psycopg.Error as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GuardError(f"--compare {name}: {detail}") from None
+
+
+def columns(results: dict[str, Any]) -> tuple[str, ...]:
+    """COLUMNS, and a µs and a ratio column per compare variant."""
+    extra = [c for name in results.get("compare", []) for c in (f"{name} µs", f"{name}/base")]
+    return (*COLUMNS[:6], *extra, *COLUMNS[6:])
+
+
 def table_rows(results: dict[str, Any]) -> list[list[Any]]:
     """The server side: µs per statement, ratios, targets."""
     rows = []
     for entry in results["workloads"].values():
         target = entry["target"]
         server = entry["server"]
+        extra = [x for name in results.get("compare", [])
+                 for x in (server[name]["median_ms"] * 1000, f"{server['ratio'][name]:.2f}x")]
         rows.append([entry["label"], *(server[v]["median_ms"] * 1000 for v in VARIANTS),
                      f"{server['ratio']['row_level']:.2f}x", f"{server['ratio']['guard']:.2f}x",
+                     *extra,
                      "" if target is None else f"<= {target}x",
                      "" if target is None else ("yes" if entry["met"] else "NO"),
                      "yes" if entry["not_above_row_level"] else "NO"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -195,11 +196,17 @@ def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat:
               help="Timed samples per workload and variant (after one warm-up round).")
 @click.option("--workload", "workloads", multiple=True, metavar="NAME",
               help="Only this workload, e.g. cancel_only (repeatable; default every one).")
+@click.option("--compare", "compare_files", multiple=True, metavar="FILE",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="An extra server-side variant named after FILE: the guard, with FILE's SQL "
+                   "(e.g. other versions of its functions) run inside each sample's "
+                   "transaction first (repeatable).")
 @json_option
 def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[str, ...],
-                   as_json: bool) -> None:
+                   compare_files: tuple[Path, ...], as_json: bool) -> None:
     """Cost of the guarantees on a booking flow's writes: no guard vs row-level
-    triggers vs the guard, timed in the server and from a client with commit."""
+    triggers vs the guard, timed in the server and from a client with commit;
+    with --compare, against changed versions of the guard too."""
     from orchestrator.bench import render
     from orchestrator.bench import triggers as mod
 
@@ -208,11 +215,18 @@ def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[st
     if unknown:
         raise click.BadParameter(f"unknown workload {unknown[0]!r}; one of: {', '.join(known)}",
                                  param_hint="--workload")
+    compare: dict[str, str] = {}
+    for path in compare_files:
+        if path.stem in (*mod.VARIANTS, *compare):
+            raise click.BadParameter(f"two variants named {path.stem!r}: rename the file",
+                                     param_hint="--compare")
+        compare[path.stem] = path.read_text(encoding="utf-8")
     results = mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat,
-                      progress=None if as_json else (_progress), workloads=workloads or None)
+                      progress=None if as_json else (_progress), workloads=workloads or None,
+                      compare=compare)
     def show(r: dict[str, Any]) -> None:
         render(f"bench triggers, {calls} calls: server side, per statement in a rolled-back "
-               f"transaction (µs, medians of {repeat})", mod.COLUMNS, mod.table_rows(r),
+               f"transaction (µs, medians of {repeat})", mod.columns(r), mod.table_rows(r),
                console=output.out)
         render("client side: one statement and its commit (ms, medians)", mod.CLIENT_COLUMNS,
                mod.client_rows(r), console=output.out)

@@ -4,7 +4,7 @@ server offers it; certificates are verified (``cafile=`` for a private CA).
 One message per alert; its Message-ID is derived from the alert id, the
 idempotency key of mail. With ``digest=SECONDS`` warnings and
 info alerts are collected per window into one message (critical ones never
-wait); the database makes them due together, see _relay_enqueue.
+wait); the database makes them due together, see _relay_first_due.
 
 aiosmtplib, so the relay's deadline cancels a session wherever it hangs
 (connect, greeting, AUTH, DATA)."""

@@ -20,6 +20,14 @@
 -- G3 alerts of a statement are raised as one set (_insert_alerts: one
 -- throttle upsert, one INSERT), not one raise_alert per call.
 --
+-- A statement of one row (an application's everyday write: a call's
+-- appointment booked, cancelled, moved) takes a path of its own: one read
+-- of the transition tables, then a plain UPDATE of one call by id. The set
+-- path's plan (aggregates, sorts, a join, a data-modifying CTE) costs more
+-- to start than the rest of a one-row sync (docs/benchmarks.md, "one-row
+-- path"). Both paths render their SET lists from link_fields(), and
+-- tests/sql/sync_one_row.sql runs every write both ways.
+--
 -- Lock order: every statement locks calls in ascending id order (deltas are
 -- sorted by call id and joined by nested loop or merge join, never by hash
 -- join, whose order follows the physical table), so two batches touching the
@@ -35,8 +43,35 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
+    v_rows    bigint;
+    v_call    bigint;
     v_recheck bigint[];
+    v_outcome boolean;
 BEGIN
+    SELECT count(*), min(n.call_id) FILTER (WHERE {{ active('n') }})
+      INTO v_rows, v_call
+      FROM new_rows n;
+    IF v_rows = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF v_rows = 1 THEN
+        IF v_call IS NOT NULL THEN
+            UPDATE public.calls c
+               SET active_appointment_count = c.active_appointment_count + 1,
+                   {{ link_fields('c.active_appointment_count + 1' + refs('c'), cancels=false) }}
+             WHERE c.id = v_call
+            RETURNING c.session_outcome NOT IN ({{ outcome.booking }}) INTO v_outcome;
+            IF v_outcome THEN
+                PERFORM consistency._recheck_outcome(ARRAY[v_call]);
+            END IF;
+        END IF;
+{% if calls.links %}
+        PERFORM consistency._link_sync_refs(ARRAY(
+            SELECT n.id FROM new_rows n WHERE {{ active('n') }}));
+{% endif %}
+        RETURN NULL;
+    END IF;
+
     -- Inserts only add active appointments: no call can lose its last one here.
     WITH d AS (
         SELECT n.call_id, count(*)::integer AS delta
@@ -74,11 +109,56 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
+    v_rows     bigint;
+    v_gone     bigint;
+    v_from     bigint;
+    v_to       bigint;
+    v_left     integer;
     v_recheck  bigint[];
     v_calls    bigint[];
     v_texts    text[];
     v_metadata jsonb[];
 BEGIN
+    -- One row: the call it was active on (v_from) and the one it is active
+    -- on now (v_to), equal when its link did not change (a reschedule, a
+    -- note). A row that left its call (cancelled, soft-deleted, unassigned)
+    -- takes the one-row path; a row that arrives (a move, an appointment
+    -- restored) is rarer and takes the set path.
+    SELECT count(*), min(o.id), min(o.call_id) FILTER (WHERE {{ active('o') }}),
+           (SELECT min(n.call_id) FILTER (WHERE {{ active('n') }}) FROM new_rows n)
+      INTO v_rows, v_gone, v_from, v_to
+      FROM old_rows o;
+    IF v_rows = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF v_rows = 1 AND (v_to IS NULL OR v_to = v_from) THEN
+        IF v_to IS NULL AND v_from IS NOT NULL THEN
+            UPDATE public.calls c
+               SET active_appointment_count = c.active_appointment_count - 1,
+                   {{ link_fields('c.active_appointment_count - 1' + refs('c')) }}
+             WHERE c.id = v_from
+            RETURNING c.active_appointment_count{{ refs('c') }} INTO v_left;
+            IF v_left <= 0 THEN
+                PERFORM consistency._insert_alerts('appointment_unlinked', 'warning', 'call', ARRAY[v_from],
+                                                   ARRAY[consistency._unlinked_text(v_from, v_gone)],
+                                                   ARRAY[consistency._unlinked_metadata(v_gone, 1)],
+                                                   true, consistency.now(), true);
+            END IF;
+        END IF;
+{% if calls.links %}
+        -- Whether it is still active, with or without a call.
+        PERFORM consistency._link_sync_refs(ARRAY(
+            (SELECT o.id FROM old_rows o WHERE {{ active('o') }}
+             EXCEPT
+             SELECT n.id FROM new_rows n WHERE {{ active('n') }})
+            UNION
+            (SELECT n.id FROM new_rows n WHERE {{ active('n') }}
+             EXCEPT
+             SELECT o.id FROM old_rows o WHERE {{ active('o') }})));
+{% endif %}
+        RETURN NULL;
+    END IF;
+
     -- -1 for every old active row, +1 for every new active row, per call:
     -- rows whose call_id, status and deleted_at did not change cancel out and
     -- the HAVING drops them, so an UPDATE of unrelated columns writes nothing
@@ -146,10 +226,41 @@ SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_hashjoin = off
 AS $$
 DECLARE
+    v_rows     bigint;
+    v_gone     bigint;
+    v_from     bigint;
+    v_left     integer;
     v_calls    bigint[];
     v_texts    text[];
     v_metadata jsonb[];
 BEGIN
+    SELECT count(*), min(o.id), min(o.call_id) FILTER (WHERE {{ active('o') }})
+      INTO v_rows, v_gone, v_from
+      FROM old_rows o;
+    IF v_rows = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF v_rows = 1 THEN
+        IF v_from IS NOT NULL THEN
+            UPDATE public.calls c
+               SET active_appointment_count = c.active_appointment_count - 1,
+                   {{ link_fields('c.active_appointment_count - 1' + refs('c'), stamps=false) }}
+             WHERE c.id = v_from
+            RETURNING c.active_appointment_count{{ refs('c') }} INTO v_left;
+            IF v_left <= 0 THEN
+                PERFORM consistency._insert_alerts('appointment_unlinked', 'warning', 'call', ARRAY[v_from],
+                                                   ARRAY[consistency._unlinked_text(v_from, v_gone)],
+                                                   ARRAY[consistency._unlinked_metadata(v_gone, 1)],
+                                                   true, consistency.now(), true);
+            END IF;
+        END IF;
+{% if calls.links %}
+        PERFORM consistency._link_sync_refs(ARRAY(
+            SELECT o.id FROM old_rows o WHERE {{ active('o') }}));
+{% endif %}
+        RETURN NULL;
+    END IF;
+
     -- A call deleted in this statement (ON DELETE SET NULL fires the UPDATE
     -- trigger) is invisible here and simply not updated. Counts only go down,
     -- so G5 cannot newly apply.

@@ -41,30 +41,8 @@ $$;
 -- Statement triggers (sql/triggers/metric_counters.sql): one delta row per
 -- label set of the statement, in one INSERT, and a fold when a delta id is a
 -- multiple of 128, so the delta table stays small without a fold (and its
--- locks) in every counting transaction.
-CREATE OR REPLACE FUNCTION consistency._count_alerts()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_fold boolean;
-BEGIN
-    WITH ins AS (
-        INSERT INTO consistency.metric_counter_deltas (metric, label1, label2, value)
-        SELECT 'alerts', a.alert_type, a.severity, count(*)
-          FROM new_alerts AS a
-         GROUP BY a.alert_type, a.severity
-        RETURNING id
-    )
-    SELECT bool_or(ins.id % 128 = 0) INTO v_fold FROM ins;
-    IF v_fold THEN
-        PERFORM consistency._fold_metric_counters();
-    END IF;
-    RETURN NULL;
-END
-$$;
-
+-- locks) in every counting transaction. Alerts are counted the same way by
+-- their one writer, _insert_alerts (alerts.sql), with no trigger.
 CREATE OR REPLACE FUNCTION consistency._count_check_runs()
 RETURNS trigger
 LANGUAGE plpgsql

@@ -5,7 +5,10 @@
 --               -> dead    (permanent refusal, give-up age or attempt limit reached)
 --   dead -> pending (relay_redrive, audited)
 -- An in_flight row whose lease has run out is due again, so a crashed relay's
--- claims come back. Delivery is at-least-once per (alert, sink).
+-- claims come back. Delivery is at-least-once per (alert, sink). The pending
+-- rows of a new alert are written by the alert's writer, _insert_alerts
+-- (alerts.sql), in the alert's transaction, so the outbox and the delivery
+-- state never disagree.
 
 CREATE OR REPLACE FUNCTION consistency._severity_rank(p_severity text)
 RETURNS integer
@@ -25,38 +28,6 @@ RETURN CASE WHEN p_digest_seconds IS NOT NULL AND p_severity <> 'critical'
                           timestamptz '2000-01-01 00:00:00+00')
                  + make_interval(secs => p_digest_seconds)
             ELSE p_now END;
-
--- Trigger function (statement level, transition table): every new alert gets
--- a delivery row for every registered sink that takes its severity, in the
--- transaction that inserts the alert, so the outbox and the delivery state
--- can never disagree. A relay_delivery_failed alert skips the sink it is
--- about: that sink just failed, and telling it so would go nowhere.
-CREATE OR REPLACE FUNCTION consistency._relay_enqueue()
-RETURNS trigger
-LANGUAGE plpgsql
-SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_now timestamptz;
-BEGIN
-    -- No sink yet (a fresh install, a deployment without a relay): nothing
-    -- is owed. Costs an alerting statement ~3 us instead of the ~15 us of an
-    -- INSERT that finds no row to write.
-    IF NOT EXISTS (SELECT FROM consistency.relay_sinks) THEN
-        RETURN NULL;
-    END IF;
-    v_now := consistency.now();
-    INSERT INTO consistency.relay_deliveries (alert_id, sink_id, next_attempt_at, created_at)
-    SELECT a.id, s.id, consistency._relay_first_due(s.digest_seconds, a.severity, v_now), v_now
-      FROM new_alerts AS a
-      JOIN consistency.relay_sinks AS s
-        ON consistency._severity_rank(a.severity) >= consistency._severity_rank(s.min_severity)
-     WHERE NOT (a.alert_type = 'relay_delivery_failed'
-                AND a.metadata ->> 'sink_id' = s.id::text)
-    ON CONFLICT ON CONSTRAINT relay_deliveries_alert_sink_key DO NOTHING;
-    RETURN NULL;
-END
-$$;
 
 -- Registers (or refreshes) a sink and returns its id. A new sink receives the
 -- alerts raised from now on, plus those detected within p_backlog when given:

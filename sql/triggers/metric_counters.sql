@@ -1,12 +1,7 @@
 -- Monotonic counters of the metrics exporter, counted where the rows are
--- written (sql/functions/metrics.sql): alerts survive retention in the
--- counter, check runs and circuit transitions need no scan per scrape.
-DROP TRIGGER IF EXISTS alerts_count ON consistency.alerts;
-CREATE TRIGGER alerts_count
-    AFTER INSERT ON consistency.alerts
-    REFERENCING NEW TABLE AS new_alerts
-    FOR EACH STATEMENT EXECUTE FUNCTION consistency._count_alerts();
-
+-- written (sql/functions/metrics.sql): check runs and circuit transitions
+-- need no scan per scrape. Alerts are counted by their one writer,
+-- _insert_alerts (alerts.sql).
 DROP TRIGGER IF EXISTS check_runs_count ON consistency.check_runs;
 CREATE TRIGGER check_runs_count
     AFTER INSERT ON consistency.check_runs

@@ -99,6 +99,30 @@ def test_set_notifies_every_inserted_alert_on_commit(connect) -> None:
     assert _notifications(listener, timeout=0.5) == []
 
 
+
+def test_payload_is_the_json_of_the_contract_whatever_the_alert_type(connect) -> None:
+    """The payload is built by concatenation: byte for byte what
+    json_build_object('id', .., 'alert_type', .., 'severity', ..) makes, for
+    any text raise_alert accepts as a type."""
+    listener = connect(autocommit=True)
+    listener.execute("LISTEN consistency_alerts")
+    writer = connect()
+    hostile = ['quote " backslash \\ slash /', "new\nline\ttab\x01\x1f", "é ü 漢字 🙂",
+               '{"id": 1}', "'; NOTIFY x; --"]
+    for alert_type in hostile:
+        writer.execute("SELECT consistency.raise_alert(%s, 'info', 'system', 1, 'd')",
+                       (alert_type,))
+    writer.execute("SELECT consistency._insert_alerts(%s, 'critical', 'call', ARRAY[1, 2], NULL,"
+                   " NULL, false, consistency.now(), false)", (hostile[0],))
+    writer.commit()
+    expected = [r[0] for r in writer.execute(
+        "SELECT json_build_object('id', id, 'alert_type', alert_type, 'severity', severity)::text"
+        " FROM consistency.alerts ORDER BY id")]
+    got = [n.payload for n in listener.notifies(timeout=1.0, stop_after=len(expected))]
+    assert len(expected) == len(hostile) + 2 and got == expected
+    assert [json.loads(p)["alert_type"] for p in got] == hostile + [hostile[0]] * 2
+
+
 def test_sets_racing_in_opposite_orders_write_each_key_once(connect) -> None:
     first, second = connect(), connect()
     assert first.execute(RAISE_SET, (list(range(1, 21)),)).fetchone()[0] == 20

@@ -33,3 +33,35 @@ def test_bench_triggers_table_output(cluster, run_cli) -> None:
     assert with_bad.code == 2 and "--calls" in with_bad.err
     unknown = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--workload", "nope")
     assert unknown.code == 2 and "unknown workload 'nope'" in unknown.err
+
+
+def test_bench_triggers_compares_a_changed_guard_in_the_same_run(cluster, run_cli,
+                                                                  tmp_path) -> None:
+    # Any SQL runs inside the variant's samples, e.g. a planner setting.
+    changed = tmp_path / "no_index_scans.sql"
+    changed.write_text("SET LOCAL enable_indexscan = off;\n")
+    result = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--calls", "500",
+                     "--repeat", "1", "--workload", "first_1", "--compare", str(changed),
+                     "--json")
+    assert result.code == 0, result
+    data = json.loads(result.out)
+    assert data["compare"] == ["no_index_scans"]
+    server = data["workloads"]["first_1"]["server"]
+    assert server["no_index_scans"]["n"] == 1 and server["no_index_scans"]["median_ms"] > 0
+    assert "no_index_scans" in server["ratio"]
+    assert "no_index_scans" not in data["workloads"]["first_1"]["client"], "server side only"
+
+    table = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--calls", "500",
+                    "--repeat", "1", "--workload", "first_1", "--compare", str(changed))
+    assert table.code == 0 and "no_i" in table.out, table  # a column of its own
+
+    broken = tmp_path / "broken.sql"
+    broken.write_text("CREATE OR REPLACE FUNCTION nope(;\n")
+    bad = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--calls", "500",
+                  "--repeat", "1", "--workload", "first_1", "--compare", str(broken))
+    assert bad.code != 0 and "error: --compare broken: syntax error" in bad.err, bad
+    assert "Traceback" not in bad.err
+    clash = tmp_path / "guard.sql"
+    clash.write_text("SELECT 1;\n")
+    named = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--compare", str(clash))
+    assert named.code == 2 and "two variants named 'guard'" in named.err

@@ -337,3 +337,66 @@ def test_an_upgrade_drops_the_functions_the_definitions_no_longer_create(
             " AND proname = ANY (%s)",
             [[s.split("(")[0] for s in retired]]).fetchall()
     assert left == []
+
+
+def _checks(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE contype = 'c' AND conrelid IN ('public.calls'::regclass,"
+            " 'consistency.alerts'::regclass,"
+            " 'consistency.relay_deliveries'::regclass)").fetchall())
+
+
+@pytest.mark.parametrize("guard_made", [True, False])
+def test_an_upgrade_compacts_the_guards_check_constraints_only(empty_db: str,
+                                                              guard_made: bool) -> None:
+    migrate.migrate(empty_db, upto="0014_retired_functions", env={})
+    if not guard_made:
+        # As if the application had created calls with these constraints itself.
+        with psycopg.connect(empty_db) as conn:
+            conn.execute("DELETE FROM consistency.installed_objects WHERE table_name = 'calls'")
+    before = _checks(empty_db)
+    assert "ARRAY['unlinked'::text" in before["calls_appointment_link_status_check"]
+    migrate.migrate(empty_db, env={})
+    after = _checks(empty_db)
+    assert after["alerts_severity_check"] == (
+        "CHECK ((severity = ANY ('{critical,warning,info}'::text[])))")
+    assert "'{pending,in_flight,delivered,dead}'::text[]" in after["relay_deliveries_status_check"]
+    for name in ("calls_appointment_link_status_check", "calls_customer_link_status_check"):
+        if guard_made:
+            assert "'::text[]" in after[name] and "ARRAY[" not in after[name]
+        else:
+            assert after[name] == before[name]
+    with psycopg.connect(empty_db) as conn, pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("INSERT INTO calls (external_call_id, appointment_link_status)"
+                     " VALUES ('c-1', 'bogus')")
+
+
+def test_an_upgrade_drops_the_statement_triggers_on_alerts(empty_db: str) -> None:
+    # An install made before 0015 still holds the triggers (and their
+    # functions) that counted and enqueued alerts: left behind, every alert
+    # would be counted and enqueued twice.
+    migrate.migrate(empty_db, upto="0014_retired_functions", env={})
+    with psycopg.connect(empty_db) as conn:
+        for name in ("_count_alerts", "_relay_enqueue"):
+            conn.execute(f"CREATE FUNCTION consistency.{name}() RETURNS trigger LANGUAGE plpgsql"
+                         " AS 'BEGIN RETURN NULL; END'")
+        conn.execute("CREATE TRIGGER alerts_count AFTER INSERT ON consistency.alerts"
+                     " REFERENCING NEW TABLE AS new_alerts FOR EACH STATEMENT"
+                     " EXECUTE FUNCTION consistency._count_alerts()")
+        conn.execute("CREATE TRIGGER alerts_relay_enqueue AFTER INSERT ON consistency.alerts"
+                     " REFERENCING NEW TABLE AS new_alerts FOR EACH STATEMENT"
+                     " EXECUTE FUNCTION consistency._relay_enqueue()")
+    migrate.migrate(empty_db, env={})
+    with psycopg.connect(empty_db) as conn:
+        triggers = conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'consistency.alerts'::regclass"
+            " AND NOT tgisinternal").fetchall()
+        functions = conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'consistency'::regnamespace"
+            " AND proname IN ('_count_alerts', '_relay_enqueue')").fetchall()
+        conn.execute("SELECT consistency.raise_alert('after_upgrade', 'info', 'system', 1, 'd')")
+        counted = conn.execute("SELECT count(*) FROM consistency.metric_counter_deltas"
+                               " WHERE label1 = 'after_upgrade'").fetchone()[0]
+    assert triggers == [] and functions == [] and counted == 1

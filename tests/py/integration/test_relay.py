@@ -411,12 +411,15 @@ def test_lost_notification_is_found_by_the_poll(dsn, http) -> None:
     before = raise_alerts(dsn, 3)  # committed before any relay listened
     with Background(relay):
         assert http.recorder.wait_for(lambda: sorted(http.recorder.ids("/hook")) == before)
-        # An alert written without NOTIFY: only the poll can find it.
+        # An alert and its delivery as _insert_alerts writes them, but without
+        # the NOTIFY: only the poll can find it.
         with psycopg.connect(dsn, autocommit=True) as conn:
             silent = conn.execute(
-                "INSERT INTO consistency.alerts (alert_type, severity, entity_type, entity_id,"
-                " description) VALUES ('silent', 'critical', 'system', 1, 'no notify')"
-                " RETURNING id").fetchone()[0]
+                "WITH a AS (INSERT INTO consistency.alerts (alert_type, severity, entity_type,"
+                " entity_id, description) VALUES ('silent', 'critical', 'system', 1, 'no notify')"
+                " RETURNING id), d AS (INSERT INTO consistency.relay_deliveries (alert_id, sink_id)"
+                " SELECT a.id, s.id FROM a, consistency.relay_sinks s)"
+                " SELECT id FROM a").fetchone()[0]
         assert http.recorder.wait_for(lambda: silent in http.recorder.ids("/hook"), timeout=5)
 
 
