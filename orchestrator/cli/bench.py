@@ -41,6 +41,10 @@ def bench(ctx: click.Context, dsn: str | None, as_json: bool, quick: bool, tiny:
         if as_json or quick or tiny or plot:
             raise click.UsageError(f"put the options after `{ctx.invoked_subcommand}`: "
                                    "before it they belong to the run of every benchmark")
+        # SIGTERM (kill, a CI timeout) ends a subcommand as Ctrl-C does: on
+        # the way out it drops its scratch database, and bench serve its role.
+        from orchestrator import pgcluster
+        ctx.with_resource(pgcluster.sigterm_as_interrupt())
         return
     _bench_all(dsn, as_json, "tiny" if tiny else "quick" if quick else "full", plot)
 

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+
+import psycopg
+from conftest import ROOT
 
 from orchestrator.bench.triggers import WORKLOADS
 
@@ -65,3 +71,33 @@ def test_bench_triggers_compares_a_changed_guard_in_the_same_run(cluster, run_cl
     clash.write_text("SELECT 1;\n")
     named = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--compare", str(clash))
     assert named.code == 2 and "two variants named 'guard'" in named.err
+
+
+def test_sigterm_drops_the_scratch_database(cluster) -> None:
+    """A subcommand killed mid-run (kill, a CI timeout) leaves nothing on the
+    server it was given, as Ctrl-C does."""
+    def scratch() -> list[str]:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
+            return [r[0] for r in admin.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'cg\\_bench\\_triggers\\_%'")]
+
+    assert scratch() == []
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "bench", "triggers",
+                             "--dsn", cluster.dsn(), "--calls", "50000", "--repeat", "50"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if not line.startswith("loading"):
+                break  # the data set is loaded, a workload runs
+        assert scratch(), "".join(seen)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "Traceback" not in rest
+    assert scratch() == []
