@@ -224,7 +224,10 @@ def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[st
         if path.stem in (*mod.VARIANTS, *compare):
             raise click.BadParameter(f"two variants named {path.stem!r}: rename the file",
                                      param_hint="--compare")
-        compare[path.stem] = path.read_text(encoding="utf-8")
+        try:
+            compare[path.stem] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{path}: not UTF-8 text", param_hint="--compare") from None
     results = mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat,
                       progress=None if as_json else (_progress), workloads=workloads or None,
                       compare=compare)
