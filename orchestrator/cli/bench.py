@@ -204,7 +204,7 @@ def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="An extra server-side variant named after FILE: the guard, with FILE's SQL "
                    "(e.g. other versions of its functions) run inside each sample's "
-                   "transaction first (repeatable).")
+                   "transaction first, as the --dsn role (repeatable).")
 @json_option
 def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[str, ...],
                    compare_files: tuple[Path, ...], as_json: bool) -> None:
@@ -239,6 +239,11 @@ def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[st
                mod.client_rows(r), console=output.out)
 
     _emit(results, as_json, show)
+    broken = [name for name, entry in results["workloads"].items() if entry["violations"]]
+    if broken:
+        # The figures of a guard that broke its guarantees measure nothing.
+        say(f"error: violations() found rows after {', '.join(broken)}", to_stderr=True)
+        sys.exit(1)
 
 
 COMMANDS = [bench]

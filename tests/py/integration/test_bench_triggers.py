@@ -150,3 +150,16 @@ def test_a_compare_file_not_in_utf8_is_a_usage_error(cluster, run_cli, tmp_path)
     assert result.code == 2 and "latin1.sql: not UTF-8 text" in result.err, result
     assert "Traceback" not in result.err
     assert _scratch_databases(cluster) == []
+
+
+def test_violations_fail_the_run(cluster, run_cli, monkeypatch) -> None:
+    # Figures of a guard that broke a guarantee measure nothing: exit 1.
+    from orchestrator.bench import triggers
+
+    broken = {"calls": 100, "repeat": 1, "compare": [], "workloads": {
+        "first_1": {"label": "first appointment, 1 row", "violations": 3}}}
+    monkeypatch.setattr(triggers, "run", lambda *args, **kwargs: broken)
+    result = run_cli("bench", "triggers", "--dsn", cluster.dsn(), "--json")
+    assert result.code == 1, result
+    assert json.loads(result.out) == broken
+    assert "error: violations() found rows after first_1" in result.err
