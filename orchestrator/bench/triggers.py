@@ -146,13 +146,28 @@ def _server_sample(conns: Conns, workload: Workload, draw: Draw, tag: str) -> fl
     return float(ms) / _statements(workload, ids)
 
 
+def _compare_sql(conn: psycopg.Connection, name: str, sql: str) -> None:
+    """A compare variant's SQL, inside the transaction the caller opened. A
+    mistake in it, or a COMMIT that would leave what follows it committed
+    (the other variants then measured on a changed database), ends the run
+    in one line."""
+    try:
+        conn.execute(sql.encode())
+    except psycopg.Error as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GuardError(f"--compare {name}: {detail}") from None
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+        raise GuardError(f"--compare {name}: its SQL ends the sample's transaction (COMMIT or "
+                         "ROLLBACK), so what it changes would outlive the sample")
+
+
 def _compared_sample(conns: Conns, workload: Workload, warm: Draw, draw: Draw, tag: str,
-                     sql: str) -> float:
+                     name: str, sql: str) -> float:
     """A compare variant's run: its SQL, an untimed warm-up (its functions'
     plans are new), the timed statements, all in one rolled-back transaction."""
     ids, targets = draw
     with conns.bench.transaction(force_rollback=True):
-        conns.bench.execute(sql.encode())
+        _compare_sql(conns.bench, name, sql)
         db.value(conns.bench, "bench_triggers_sample", kind=workload.kind, ids=warm[0],
                  targets=warm[1], tag=f"w-{tag}")
         ms = db.value(conns.bench, "bench_triggers_sample", kind=workload.kind, ids=ids,
@@ -204,7 +219,8 @@ def _measure(conns: Conns, workload: Workload, pools: dict[str, list[int]], mode
                          min(rows, 100))
             tag = f"{mode}-{variant}-{workload.name}-{i}"
             if variant in compare:
-                ms = _compared_sample(conns, workload, warm, draw, tag, compare[variant])
+                ms = _compared_sample(conns, workload, warm, draw, tag, variant,
+                                      compare[variant])
                 if i >= warmup:
                     samples[variant].append(ms)
                 continue
@@ -282,14 +298,10 @@ def run(admin_dsn: str, calls: int = 100_000, repeat: int = 15, warmup: int = 1,
 
 
 def _check_compare(conn: psycopg.Connection, name: str, sql: str) -> None:
-    """A compare variant's SQL runs (and is rolled back) before any timing,
-    so that a mistake in it is one line, not a failure halfway through."""
-    try:
-        with conn.transaction(force_rollback=True):
-            conn.execute(sql.encode())
-    except psycopg.Error as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GuardError(f"--compare {name}: {detail}") from None
+    """A compare variant's SQL runs (and is rolled back) once before any
+    timing, so that a mistake in it ends the run before any figure."""
+    with conn.transaction(force_rollback=True):
+        _compare_sql(conn, name, sql)
 
 
 def columns(results: dict[str, Any]) -> tuple[str, ...]:

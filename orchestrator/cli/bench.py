@@ -41,6 +41,10 @@ def bench(ctx: click.Context, dsn: str | None, as_json: bool, quick: bool, tiny:
         if as_json or quick or tiny or plot:
             raise click.UsageError(f"put the options after `{ctx.invoked_subcommand}`: "
                                    "before it they belong to the run of every benchmark")
+        # SIGTERM (kill, a CI timeout) ends a subcommand as Ctrl-C does: on
+        # the way out it drops its scratch database, and bench serve its role.
+        from orchestrator import pgcluster
+        ctx.with_resource(pgcluster.sigterm_as_interrupt())
         return
     _bench_all(dsn, as_json, "tiny" if tiny else "quick" if quick else "full", plot)
 
@@ -200,7 +204,7 @@ def bench_serve(dsn: str | None, as_json: bool, calls: int, alerts: int, repeat:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="An extra server-side variant named after FILE: the guard, with FILE's SQL "
                    "(e.g. other versions of its functions) run inside each sample's "
-                   "transaction first (repeatable).")
+                   "transaction first, as the --dsn role (repeatable).")
 @json_option
 def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[str, ...],
                    compare_files: tuple[Path, ...], as_json: bool) -> None:
@@ -220,7 +224,10 @@ def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[st
         if path.stem in (*mod.VARIANTS, *compare):
             raise click.BadParameter(f"two variants named {path.stem!r}: rename the file",
                                      param_hint="--compare")
-        compare[path.stem] = path.read_text(encoding="utf-8")
+        try:
+            compare[path.stem] = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{path}: not UTF-8 text", param_hint="--compare") from None
     results = mod.run(db.resolve_dsn(dsn), calls=calls, repeat=repeat,
                       progress=None if as_json else (_progress), workloads=workloads or None,
                       compare=compare)
@@ -232,6 +239,11 @@ def bench_triggers(dsn: str | None, calls: int, repeat: int, workloads: tuple[st
                mod.client_rows(r), console=output.out)
 
     _emit(results, as_json, show)
+    broken = [name for name, entry in results["workloads"].items() if entry["violations"]]
+    if broken:
+        # The figures of a guard that broke its guarantees measure nothing.
+        say(f"error: violations() found rows after {', '.join(broken)}", to_stderr=True)
+        sys.exit(1)
 
 
 COMMANDS = [bench]

@@ -143,10 +143,12 @@ BEGIN
           FROM unnest(v_ids) AS a(id)
           JOIN consistency.relay_sinks AS s
             ON consistency._severity_rank(p_severity) >= consistency._severity_rank(s.min_severity)
-         WHERE NOT (p_alert_type = 'relay_delivery_failed'
-                    -- A set's metadata is read back from its rows.
-                    AND coalesce(v_metadata, (SELECT x.metadata FROM consistency.alerts AS x
-                                               WHERE x.id = a.id)) ->> 'sink_id' = s.id::text);
+         WHERE p_alert_type <> 'relay_delivery_failed'
+               -- A set's metadata is read back from its rows; one that names
+               -- no sink (raised by hand) goes to every sink.
+               OR (coalesce(v_metadata, (SELECT x.metadata FROM consistency.alerts AS x
+                                          WHERE x.id = a.id)) ->> 'sink_id')
+                  IS DISTINCT FROM s.id::text;
     END IF;
 
     -- The payload is json_build_object('id', .., 'alert_type', ..,

@@ -21,8 +21,8 @@
 -- throttle upsert, one INSERT), not one raise_alert per call.
 --
 -- A statement of one row (an application's everyday write: a call's
--- appointment booked, cancelled, moved) takes a path of its own: one read
--- of the transition tables, then a plain UPDATE of one call by id. The set
+-- appointment booked, cancelled, restored) takes a path of its own: one read
+-- of the transition tables, then a plain UPDATE of its call by id. The set
 -- path's plan (aggregates, sorts, a join, a data-modifying CTE) costs more
 -- to start than the rest of a one-row sync (docs/benchmarks.md, "one-row
 -- path"). Both paths render their SET lists from link_fields(), and
@@ -114,6 +114,7 @@ DECLARE
     v_from     bigint;
     v_to       bigint;
     v_left     integer;
+    v_outcome  boolean;
     v_recheck  bigint[];
     v_calls    bigint[];
     v_texts    text[];
@@ -121,9 +122,10 @@ DECLARE
 BEGIN
     -- One row: the call it was active on (v_from) and the one it is active
     -- on now (v_to), equal when its link did not change (a reschedule, a
-    -- note). A row that left its call (cancelled, soft-deleted, unassigned)
-    -- takes the one-row path; a row that arrives (a move, an appointment
-    -- restored) is rarer and takes the set path.
+    -- note); either may be NULL (cancelled or soft-deleted, restored,
+    -- unassigned, assigned). A move changes two calls, and takes the set
+    -- path: one UPDATE of both costs less than two of one (each UPDATE of
+    -- calls prepares its triggers' WHEN clauses and CHECK constraints anew).
     SELECT count(*), min(o.id), min(o.call_id) FILTER (WHERE {{ active('o') }}),
            (SELECT min(n.call_id) FILTER (WHERE {{ active('n') }}) FROM new_rows n)
       INTO v_rows, v_gone, v_from, v_to
@@ -131,7 +133,7 @@ BEGIN
     IF v_rows = 0 THEN
         RETURN NULL;
     END IF;
-    IF v_rows = 1 AND (v_to IS NULL OR v_to = v_from) THEN
+    IF v_rows = 1 AND (v_from IS NULL OR v_to IS NULL OR v_from = v_to) THEN
         IF v_to IS NULL AND v_from IS NOT NULL THEN
             UPDATE public.calls c
                SET active_appointment_count = c.active_appointment_count - 1,
@@ -143,6 +145,15 @@ BEGIN
                                                    ARRAY[consistency._unlinked_text(v_from, v_gone)],
                                                    ARRAY[consistency._unlinked_metadata(v_gone, 1)],
                                                    true, consistency.now(), true);
+            END IF;
+        ELSIF v_from IS NULL AND v_to IS NOT NULL THEN
+            UPDATE public.calls c
+               SET active_appointment_count = c.active_appointment_count + 1,
+                   {{ link_fields('c.active_appointment_count + 1' + refs('c'), cancels=false) }}
+             WHERE c.id = v_to
+            RETURNING c.session_outcome NOT IN ({{ outcome.booking }}) INTO v_outcome;
+            IF v_outcome THEN
+                PERFORM consistency._recheck_outcome(ARRAY[v_to]);
             END IF;
         END IF;
 {% if calls.links %}

@@ -112,6 +112,13 @@ LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- The sink's deliveries first (in id order), then the sink: a relay's
+    -- writes take a delivery, then its sink (relay_complete, relay_fail).
+    -- Deleting the sink first, its deliveries following by the foreign key's
+    -- cascade, takes the two the other way round and deadlocks with a relay
+    -- completing a send of this sink.
+    PERFORM FROM consistency.relay_deliveries d WHERE d.sink_id = p_sink_id ORDER BY d.id FOR UPDATE;
+    DELETE FROM consistency.relay_deliveries WHERE sink_id = p_sink_id;
     DELETE FROM consistency.relay_sinks WHERE id = p_sink_id;
     RETURN FOUND;
 END

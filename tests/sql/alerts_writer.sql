@@ -2,7 +2,7 @@
 -- alert in the same transaction: its count and its deliveries, for one
 -- entity and for a set, with no trigger on alerts doing it.
 BEGIN;
-SELECT plan(12);
+SELECT plan(14);
 
 SELECT is_empty(
     $$ SELECT tgname FROM pg_catalog.pg_trigger
@@ -76,6 +76,20 @@ SELECT bag_eq(
     $$ SELECT 31::bigint, all_ FROM sink UNION ALL SELECT 32, warn FROM sink
        UNION ALL SELECT 33, all_ FROM sink $$,
     'relay_delivery_failed reaches every sink but the one that failed');
+
+-- One that names no sink (raised by hand, or a writer that forgets the key)
+-- reaches every sink: the skip is for the sink it names, not for all.
+CREATE TEMP TABLE unnamed AS
+SELECT ARRAY[consistency.raise_alert('relay_delivery_failed', 'critical', 'system', NULL,
+                                     'a sink gave up', '{}'::jsonb)] AS one,
+       consistency._insert_alerts('relay_delivery_failed', 'critical', 'system', ARRAY[71, 72],
+                                  NULL, NULL, false, consistency.now(), false) AS set_;
+SELECT is((SELECT count(*)::int FROM consistency.relay_deliveries d, unnamed u
+            WHERE d.alert_id = ANY (u.one)),
+          2, 'a relay_delivery_failed naming no sink reaches both sinks');
+SELECT is((SELECT count(*)::int FROM consistency.relay_deliveries d, unnamed u
+            WHERE d.alert_id = ANY (u.set_)),
+          4, 'a set of them without metadata reaches both sinks, each');
 
 -- What raise_alert writes goes the same way, and a throttled call writes nothing.
 SELECT isnt(consistency.raise_alert('w_api', 'warning', 'call', 41, 'd'), NULL, 'raise_alert writes');

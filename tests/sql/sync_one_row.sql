@@ -5,7 +5,7 @@
 -- on scratch call 999) and the calls and their alerts must come out alike,
 -- and as G1-G5 say.
 BEGIN;
-SELECT plan(26);
+SELECT plan(30);
 
 SET LOCAL consistency.fake_now = '2030-01-01 12:00:00+00';
 
@@ -93,11 +93,13 @@ SELECT is((SELECT active_appointment_count FROM calls WHERE id = 999),
           (SELECT count(*)::int FROM appointments WHERE call_id = 999 AND deleted_at IS NULL AND status <> 'cancelled'),
           'the set statements'' second rows moved the scratch call''s count, row for row');
 
--- 7. restored: a cancelled appointment becomes active again (set path either way) ---
+-- 7. restored: a cancelled appointment becomes active again ---------------------
 UPDATE appointments SET status = 'scheduled' WHERE id = 201;
+UPDATE appointments SET status = 'scheduled' WHERE id IN (202, 99907);
 SELECT is(pg_temp.state(21),
           'n=1 made=t status=linked stamped=t outcome=- alerts=appointment_unlinked:1',
           'restoring the cancelled appointment links the call again');
+SELECT is(pg_temp.state(21), pg_temp.state(22), 'one-row and set restore agree');
 
 -- 8. an update that changes no link: no call is written --------------------------------
 CREATE TEMP TABLE before_writes AS
@@ -113,13 +115,25 @@ DELETE FROM appointments WHERE id = -1;
 SELECT is(pg_stat_get_xact_tuples_updated('public.calls'::regclass), (SELECT n FROM before_writes),
           'statements of no rows write no call');
 
--- 9. a move to another call (set path): one call unlinked, the other linked ----------
+-- 9. a move to another call: one call unlinked, the other linked -----------------
+-- To a higher id (the call left is updated first), then to a lower one.
 UPDATE appointments SET call_id = 71 WHERE id = 901;
+UPDATE appointments SET call_id = CASE WHEN id = 902 THEN 72 ELSE call_id END WHERE id IN (902, 99908);
 SELECT is(pg_temp.state(91),
           'n=0 made=f status=cancelled stamped=t outcome=- alerts=appointment_unlinked:1',
           'the call the appointment left is unlinked');
 SELECT is(pg_temp.state(71), 'n=1 made=t status=linked stamped=t outcome=- alerts=-',
           'the call it moved to is linked');
+SELECT is(pg_temp.state(91) || ' / ' || pg_temp.state(71), pg_temp.state(92) || ' / ' || pg_temp.state(72),
+          'one-row and set move agree');
+UPDATE appointments SET call_id = 13 WHERE id = 8801;
+UPDATE appointments SET call_id = CASE WHEN id = 801 THEN 14 ELSE call_id END WHERE id IN (801, 99909);
+SELECT is(pg_temp.state(82) || ' / ' || pg_temp.state(13),
+          'n=0 made=f status=cancelled stamped=t outcome=- alerts=appointment_unlinked:1'
+          || ' / n=1 made=t status=linked stamped=t outcome=- alerts=-',
+          'a move to a lower id: unlinked, and linked');
+SELECT is(pg_temp.state(82) || ' / ' || pg_temp.state(13), pg_temp.state(81) || ' / ' || pg_temp.state(14),
+          'one-row and set move to a lower id agree');
 
 -- 10. hard delete ---------------------------------------------------------------------
 DELETE FROM appointments WHERE id = 411;

@@ -400,3 +400,26 @@ def test_an_upgrade_drops_the_statement_triggers_on_alerts(empty_db: str) -> Non
         counted = conn.execute("SELECT count(*) FROM consistency.metric_counter_deltas"
                                " WHERE label1 = 'after_upgrade'").fetchone()[0]
     assert triggers == [] and functions == [] and counted == 1
+
+
+@pytest.mark.parametrize("in_use", [False, True], ids=["no-row-yet", "rows-use-it"])
+def test_an_upgrade_keeps_a_check_the_application_changed(empty_db: str, in_use: bool) -> None:
+    # The guard created calls; the application later widened one of its
+    # CHECKs for a value of its own. Recognised by what it says, not by its
+    # name, it is the application's now: 0016 leaves it, and compacts the other.
+    migrate.migrate(empty_db, upto="0014_retired_functions", env={})
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE calls DROP CONSTRAINT calls_customer_link_status_check,"
+                     " ADD CONSTRAINT calls_customer_link_status_check CHECK (customer_link_status"
+                     " IN ('unlinked', 'linked', 'failed', 'not_applicable', 'pending_review'))")
+        if in_use:
+            conn.execute("INSERT INTO calls (external_call_id, customer_link_status)"
+                         " VALUES ('c-0', 'pending_review')")
+    widened = _checks(empty_db)["calls_customer_link_status_check"]
+    migrate.migrate(empty_db, env={})
+    after = _checks(empty_db)
+    assert after["calls_customer_link_status_check"] == widened
+    assert "'::text[]" in after["calls_appointment_link_status_check"]
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO calls (external_call_id, customer_link_status)"
+                     " VALUES ('c-1', 'pending_review')")

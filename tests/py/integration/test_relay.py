@@ -1007,3 +1007,34 @@ def test_relay_status_sinks_and_heartbeat(dsn, http, run_cli) -> None:
     assert run_cli("relay", "redrive", "--dsn", dsn, "--type", "nothing-like-it").code == 0
     assert "re-drove 2" in run_cli("relay", "redrive", "--dsn", dsn).out
     assert run_cli("relay", "status", "--dsn", dsn).code == 0
+
+
+def test_forgetting_a_sink_while_a_relay_completes_its_send_does_not_deadlock(dsn) -> None:
+    """A relay completing a send takes the delivery, then its sink
+    (relay_complete); forget-sink takes the sink's deliveries before the
+    sink, so the two queue instead of deadlocking."""
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        sink = setup.execute("SELECT consistency.relay_register_sink(%s, 'stdout://', 'stdout')",
+                             ["d" * 64]).fetchone()[0]
+    raise_alerts(dsn, 1)
+    with psycopg.connect(dsn) as relay, psycopg.connect(dsn, autocommit=True) as admin:
+        delivery = relay.execute("SELECT id FROM consistency.relay_deliveries WHERE sink_id = %s",
+                                 [sink]).fetchone()[0]
+        # relay_complete's order, one step at a time: the delivery...
+        relay.execute("UPDATE consistency.relay_deliveries SET attempts = attempts + 1"
+                      " WHERE id = %s", [delivery])
+        admin.execute("SET lock_timeout = '10s'")
+        forgot: list[object] = []
+        forget = threading.Thread(target=lambda: forgot.append(admin.execute(
+            "SELECT consistency.relay_unregister_sink(%s)", [sink]).fetchone()[0]))
+        forget.start()
+        time.sleep(0.5)  # forget-sink now waits for the delivery
+        # ...then its sink.
+        relay.execute("UPDATE consistency.relay_sinks SET last_success_at = now() WHERE id = %s",
+                      [sink])
+        relay.commit()
+        forget.join(timeout=15)
+        assert forgot == [True], "forget-sink failed (a deadlock raises in one of the two)"
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM consistency.relay_sinks WHERE id = %s",
+                            [sink]).fetchone()[0] == 0
