@@ -22,16 +22,22 @@ ALTER TABLE calls ADD FOREIGN KEY (appointment_id) REFERENCES appointments (id) 
 """
 
 
-def test_the_last_counted_appointment_goes_while_a_link_column_names_another(
-        empty_db: str, tmp_path: Path) -> None:
-    """The call stays linked through its link column, in every field: the
-    sync's write agrees with G1/G2, so the counter guard lets it through."""
+@pytest.fixture
+def linked_db(empty_db: str, tmp_path: Path) -> str:
+    """The application above, its calls.appointment_id a link column of the profile."""
     profile = tmp_path / "links.toml"
     profile.write_text('[calls]\nappointment_links = ["appointment_id"]\n')
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute(APP)
     migrate.migrate(empty_db, env={}, profile=profile)
-    with psycopg.connect(empty_db, autocommit=True) as conn:
+    return empty_db
+
+
+def test_the_last_counted_appointment_goes_while_a_link_column_names_another(
+        linked_db: str) -> None:
+    """The call stays linked through its link column, in every field: the
+    sync's write agrees with G1/G2, so the counter guard lets it through."""
+    with psycopg.connect(linked_db, autocommit=True) as conn:
         conn.execute("INSERT INTO calls (id, external_call_id) VALUES (1, 'c-1')")
         conn.execute("INSERT INTO appointments (id, call_id) VALUES (10, 1), (11, NULL)")
         conn.execute("UPDATE calls SET appointment_id = 11 WHERE id = 1")
@@ -53,18 +59,12 @@ def test_the_last_counted_appointment_goes_while_a_link_column_names_another(
     "last counted appointment away and makes the one its link column names active raises a G3 "
     "alert and stamps appointment_linked_at again, though the call stays linked (the end "
     "state is right: violations() is empty)"))
-def test_a_call_linked_throughout_one_statement_gets_no_g3_alert(empty_db: str,
-                                                                 tmp_path: Path) -> None:
+def test_a_call_linked_throughout_one_statement_gets_no_g3_alert(linked_db: str) -> None:
     # Call 1 is linked by appointment 10 (call_id) while its link column
     # names appointment 11, cancelled. One UPDATE moves 10 to call 2 and
     # restores 11: call 1 never loses an active appointment, so it must stay
     # linked, with no appointment_unlinked alert and its linked_at unchanged.
-    profile = tmp_path / "links.toml"
-    profile.write_text('[calls]\nappointment_links = ["appointment_id"]\n')
-    with psycopg.connect(empty_db, autocommit=True) as conn:
-        conn.execute(APP)
-    migrate.migrate(empty_db, env={}, profile=profile)
-    with psycopg.connect(empty_db, autocommit=True) as conn:
+    with psycopg.connect(linked_db, autocommit=True) as conn:
         conn.execute("SET consistency.fake_now = '2030-01-01 10:00:00+00'")
         conn.execute("INSERT INTO calls (id, external_call_id) VALUES (1, 'c-1'), (2, 'c-2')")
         conn.execute("INSERT INTO appointments (id, call_id) VALUES (10, 1)")
